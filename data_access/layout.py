@@ -1,0 +1,60 @@
+"""Where every kind of object lives in the lake. One place, so writers and readers agree."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+RAW_SCREEN_TIME = "raw/screen_time/"
+PROCESSED_SCREEN_TIME = "processed/screen_time/"
+QUARANTINE_SCREEN_TIME = "quarantine/screen_time/"
+RAW_EVENTS = "raw/events/"
+PROCESSED_EVENTS = "processed/events/"
+RAW_METRICS = "raw/metrics/"
+PROCESSED_METRICS = "processed/metrics/"
+ROLLUP_SCREEN_TIME = "rollups/screen_time/"
+ROLLUP_BUSINESS = "rollups/business/"
+
+
+def raw_upload_key(customer_id: str, date: str) -> str:
+    return f"{RAW_SCREEN_TIME}{customer_id}/{date}.json"
+
+
+def processed_upload_key(customer_id: str, date: str) -> str:
+    return f"{PROCESSED_SCREEN_TIME}{customer_id}/{date}/aggregated.parquet"
+
+
+def screen_time_rollup_key(date: str, table: str) -> str:
+    """``table`` is one of customers, apps, hours, detail_apps, detail_hours."""
+    return f"{ROLLUP_SCREEN_TIME}date={date}/{table}.parquet"
+
+
+def business_rollup_key(date: str, table: str) -> str:
+    """``table`` is one of stats, products, users."""
+    return f"{ROLLUP_BUSINESS}date={date}/{table}.parquet"
+
+
+def events_key(event_type: str, date: str, hour: int) -> str:
+    return f"{PROCESSED_EVENTS}{event_type}/date={date}/hour={hour:02d}/part.parquet"
+
+
+def metrics_key(date: str, hour: int) -> str:
+    return f"{PROCESSED_METRICS}date={date}/hour={hour:02d}/part.parquet"
+
+
+def dates(start: dt.date, end: dt.date) -> list[str]:
+    """ISO dates from start to end inclusive."""
+    return [(start + dt.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+# Names of the data versions in the state store. A reader's cache key includes the
+# versions it depends on, so a new write is visible at the next poll.
+def customer_version(customer_id: str) -> str:
+    return f"version:customer:{customer_id}"
+
+
+VERSION_SCREEN_TIME_ROLLUP = "version:rollup:screen_time"
+VERSION_BUSINESS_ROLLUP = "version:rollup:business"
+VERSION_LATEST_UPLOAD = "version:screen_time:latest_upload"
+VERSION_EVENTS = "version:events"
+VERSION_METRICS = "version:metrics"
+VERSION_QUARANTINE = "version:quarantine"

@@ -1,0 +1,276 @@
+"""Embedded default backend: a local folder for the lake, SQLite for everything else."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_access.stores import ObjectInfo, ObjectMissing, StoreUnavailable, UploadRecord
+
+
+def _check_key(key: str) -> str:
+    """Refuse keys that could leave the lake root."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or "\x00" in key or "\\" in key:
+        raise ValueError(f"unsafe lake key: {key!r}")
+    return key
+
+
+class LocalLake:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectMissing(key) from None
+        except OSError as exc:
+            raise StoreUnavailable(f"lake read {key}: {exc}") from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename: readers never see half a file.
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Walk only the deepest folder the prefix names, then filter by the rest of the prefix.
+        folder, _, _ = prefix.rpartition("/")
+        base = self.root / _check_key(folder) if folder else self.root
+        if not base.is_dir():
+            return iter(())
+        found = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath, name)
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    stat = full.stat()
+                    found.append(ObjectInfo(key, stat.st_size, stat.st_mtime))
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        tables = []
+        for key in keys:
+            path = self._path(key)
+            try:
+                tables.append(pq.read_table(path, columns=columns))
+            except FileNotFoundError:
+                continue
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="permissive")
+
+    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **parquet_options)
+        data = sink.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
+
+
+class _Sqlite:
+    """One connection per thread on a WAL database, so gunicorn threads read concurrently."""
+
+    schema: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.executescript(self.schema)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def _execute(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        try:
+            return self._connect().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+
+class SqliteCacheTable(_Sqlite):
+    schema = """
+    CREATE TABLE IF NOT EXISTS cache (
+        key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL
+    );
+    """
+
+    def __init__(self, path: Path, clock=time.time) -> None:
+        self._clock = clock
+        super().__init__(path)
+
+    def get(self, key: str) -> bytes | None:
+        rows = self._execute("SELECT value, expires_at FROM cache WHERE key = ?", (key,))
+        if not rows or rows[0][1] <= self._clock():
+            return None
+        return bytes(rows[0][0])
+
+    def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        now = self._clock()
+        self._execute(
+            "INSERT OR REPLACE INTO cache (key, value, expires_at) VALUES (?, ?, ?)",
+            (key, value, now + ttl_seconds),
+        )
+        # Sweep now and then, as DynamoDB's TTL does, so the file does not grow without end.
+        if hash(key) % 64 == 0:
+            self._execute("DELETE FROM cache WHERE expires_at <= ?", (now,))
+
+
+_RECORD_COLUMNS = (
+    "customer_id, date, object_key, raw_key, raw_bytes, parquet_bytes, rows, uploaded_at,"
+    " content_hash"
+)
+
+
+class SqliteMetadataIndex(_Sqlite):
+    schema = """
+    CREATE TABLE IF NOT EXISTS uploads (
+        customer_id TEXT NOT NULL, date TEXT NOT NULL, object_key TEXT NOT NULL,
+        raw_key TEXT NOT NULL, raw_bytes INTEGER NOT NULL, parquet_bytes INTEGER NOT NULL,
+        rows INTEGER NOT NULL, uploaded_at REAL NOT NULL, content_hash TEXT NOT NULL,
+        PRIMARY KEY (customer_id, date)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS uploads_by_time ON uploads (uploaded_at);
+    """
+
+    def put(self, record: UploadRecord) -> None:
+        self._execute(
+            f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                record.customer_id,
+                record.date,
+                record.object_key,
+                record.raw_key,
+                record.raw_bytes,
+                record.parquet_bytes,
+                record.rows,
+                record.uploaded_at,
+                record.content_hash,
+            ),
+        )
+
+    def get(self, customer_id: str, date: str) -> UploadRecord | None:
+        rows = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE customer_id = ? AND date = ?",
+            (customer_id, date),
+        )
+        return UploadRecord(*rows[0]) if rows else None
+
+    def customer_days(self, customer_id: str, start: str, end: str) -> list[UploadRecord]:
+        rows = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE customer_id = ? AND date BETWEEN ? AND ?"
+            " ORDER BY date",
+            (customer_id, start, end),
+        )
+        return [UploadRecord(*row) for row in rows]
+
+    def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
+        rows = self._execute(
+            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE uploaded_at > ?"
+            " ORDER BY uploaded_at LIMIT ?",
+            (since, limit),
+        )
+        return [UploadRecord(*row) for row in rows]
+
+
+class SqliteStateStore(_Sqlite):
+    schema = """
+    CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    """
+
+    def get(self, name: str) -> str | None:
+        rows = self._execute("SELECT value FROM state WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    def put(self, name: str, value: str) -> None:
+        self._execute("INSERT OR REPLACE INTO state (name, value) VALUES (?, ?)", (name, value))
+
+    def get_many(self, names: list[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        rows = self._execute(f"SELECT name, value FROM state WHERE name IN ({marks})", names)
+        return dict(rows)
+
+
+class SqliteRecordStore(_Sqlite):
+    schema = """
+    CREATE TABLE IF NOT EXISTS records (
+        kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    """
+
+    def put(self, kind: str, key: str, doc: dict) -> None:
+        self._execute(
+            "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
+            (kind, key, json.dumps(doc, separators=(",", ":"))),
+        )
+
+    def put_new(self, kind: str, key: str, doc: dict) -> bool:
+        self._execute(
+            "INSERT OR IGNORE INTO records (kind, key, doc) VALUES (?, ?, ?)",
+            (kind, key, json.dumps(doc, separators=(",", ":"))),
+        )
+        return self._execute("SELECT changes()")[0][0] == 1
+
+    def get(self, kind: str, key: str) -> dict | None:
+        rows = self._execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key))
+        return json.loads(rows[0][0]) if rows else None
+
+    def delete(self, kind: str, key: str) -> None:
+        self._execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    def scan(
+        self, kind: str, *, prefix: str = "", limit: int = 1000, newest_first: bool = False
+    ) -> list[tuple[str, dict]]:
+        order = "DESC" if newest_first else "ASC"
+        rows = self._execute(
+            f"SELECT key, doc FROM records WHERE kind = ? AND key >= ? AND key < ?"
+            f" ORDER BY key {order} LIMIT ?",
+            (kind, prefix, prefix + "\U0010ffff", limit),
+        )
+        return [(key, json.loads(doc)) for key, doc in rows]

@@ -1,0 +1,535 @@
+"""Typed, frozen queries: one per view, each knowing its data versions and how to load itself.
+
+A query's ``load`` reads the lake only; the read-through tiers live in ``service``.
+Fleet queries read per-date rollups, never the per-customer files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_access import layout
+from data_access.stores import ObjectMissing, Stores
+
+
+def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
+    if table.num_columns == 0:
+        return pd.DataFrame({name: pd.Series(dtype="float64") for name in columns})
+    return table.to_pandas()
+
+
+def _empty(columns: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in columns.items()})
+
+
+@dataclass(frozen=True)
+class Query:
+    """Base: subclasses are frozen dataclasses of plain values (hashable, reproducible keys)."""
+
+    kind: ClassVar[str] = "query"
+
+    def versions(self) -> list[str]:
+        raise NotImplementedError
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, str]:
+        """The query's parameters as strings, for cache keys, logs and export file names."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DateRange(Query):
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"range ends before it starts: {self.start} > {self.end}")
+        if (self.end - self.start).days > 800:
+            raise ValueError("range longer than 800 days")
+
+    @property
+    def days(self) -> list[str]:
+        return layout.dates(self.start, self.end)
+
+    def previous(self) -> tuple[dt.date, dt.date]:
+        span = self.end - self.start + dt.timedelta(days=1)
+        return self.start - span, self.start - dt.timedelta(days=1)
+
+
+# ---- screen time: fleet (rollups) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetDailyQuery(DateRange):
+    """Per day: active customers, total and average screen time, pickups."""
+
+    kind: ClassVar[str] = "fleet_daily"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_SCREEN_TIME_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        keys = [layout.screen_time_rollup_key(d, "customers") for d in self.days]
+        table = stores.lake.read_table(keys)
+        if table.num_rows == 0:
+            return _empty(
+                {
+                    "day": "object",
+                    "active_customers": "int64",
+                    "total_seconds": "int64",
+                    "avg_seconds": "float64",
+                    "avg_pickups": "float64",
+                }
+            )
+        df = table.to_pandas()
+        active = df[df["seconds"] > 0]
+        out = active.groupby("day").agg(
+            active_customers=("customer_id", "nunique"),
+            total_seconds=("seconds", "sum"),
+            avg_seconds=("seconds", "mean"),
+            avg_pickups=("pickups", "mean"),
+        )
+        return out.reset_index().sort_values("day").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class FleetAppsQuery(DateRange):
+    """Per app over the range: seconds, customer-days, sessions (categories derive from it)."""
+
+    kind: ClassVar[str] = "fleet_apps"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_SCREEN_TIME_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        keys = [layout.screen_time_rollup_key(d, "apps") for d in self.days]
+        table = stores.lake.read_table(keys)
+        if table.num_rows == 0:
+            return _empty(
+                {
+                    "app_id": "object",
+                    "app_name": "object",
+                    "category": "object",
+                    "seconds": "int64",
+                    "customer_days": "int64",
+                    "sessions": "int64",
+                }
+            )
+        df = table.to_pandas()
+        out = df.groupby(["app_id", "app_name", "category"], as_index=False).agg(
+            seconds=("seconds", "sum"),
+            customer_days=("customers", "sum"),
+            sessions=("sessions", "sum"),
+        )
+        return out.sort_values("seconds", ascending=False).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class FleetHoursQuery(DateRange):
+    """Average screen time per active customer-day by local hour of day."""
+
+    kind: ClassVar[str] = "fleet_hours"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_SCREEN_TIME_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        hours = stores.lake.read_table(
+            [layout.screen_time_rollup_key(d, "hours") for d in self.days]
+        )
+        frame = pd.DataFrame({"hour": range(24)})
+        if hours.num_rows == 0:
+            frame["avg_seconds"] = 0.0
+            return frame
+        df = hours.to_pandas()
+        customers = stores.lake.read_table(
+            [layout.screen_time_rollup_key(d, "customers") for d in self.days], ["seconds"]
+        )
+        active_days = max(
+            1, int(pa.compute.sum(pa.compute.greater(customers["seconds"], 0)).as_py())
+        )
+        per_hour = df.groupby("hour")["seconds"].sum() / active_days
+        frame["avg_seconds"] = frame["hour"].map(per_hour).fillna(0.0)
+        return frame
+
+
+@dataclass(frozen=True)
+class CustomerSearchQuery(Query):
+    """Customers whose id starts with ``prefix``, with their latest day's screen time."""
+
+    kind: ClassVar[str] = "customer_search"
+    prefix: str
+    day: dt.date
+    limit: int = 20
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_SCREEN_TIME_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        table = stores.lake.read_table(
+            [layout.screen_time_rollup_key(self.day.isoformat(), "customers")]
+        )
+        columns = {"customer_id": "object", "seconds": "int64"}
+        if table.num_rows == 0:
+            return _empty(columns)
+        df = table.to_pandas()[["customer_id", "seconds"]]
+        df = df[df["customer_id"].str.startswith(self.prefix)]
+        return df.sort_values("customer_id").head(self.limit).reset_index(drop=True)
+
+
+# ---- screen time: one customer (per-customer files, found through the index) -------------
+
+
+@dataclass(frozen=True)
+class CustomerTrendQuery(DateRange):
+    """One customer's daily totals. Days without an upload are absent; an empty upload is zero."""
+
+    kind: ClassVar[str] = "customer_trend"
+    customer_id: str = ""
+
+    def versions(self) -> list[str]:
+        return [layout.customer_version(self.customer_id)]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        # The day before the range can spill a session past midnight into it.
+        first = (self.start - dt.timedelta(days=1)).isoformat()
+        records = stores.index.customer_days(self.customer_id, first, self.end.isoformat())
+        table = stores.lake.read_table([r.object_key for r in records])
+        in_range = {r.date for r in records if r.date >= self.start.isoformat()}
+        frame = pd.DataFrame({"day": sorted(in_range)})
+        totals = ("seconds", "sessions", "pickups", "notifications")
+        if table.num_rows:
+            df = table.to_pandas()
+            df["day"] = df["day"].astype(str)
+            sums = df.groupby("day")[list(totals)].sum()
+            frame = frame.merge(sums, left_on="day", right_index=True, how="left")
+        for column in totals:
+            if column not in frame:
+                frame[column] = 0
+            frame[column] = frame[column].fillna(0).astype("int64")
+        return frame
+
+
+@dataclass(frozen=True)
+class CustomerDayQuery(Query):
+    """One customer-day by app and hour (the processed rows)."""
+
+    kind: ClassVar[str] = "customer_day"
+    customer_id: str
+    day: dt.date
+
+    def versions(self) -> list[str]:
+        return [layout.customer_version(self.customer_id)]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        day = self.day.isoformat()
+        before = (self.day - dt.timedelta(days=1)).isoformat()
+        keys = [layout.processed_upload_key(self.customer_id, d) for d in (before, day)]
+        table = stores.lake.read_table(keys)
+        columns = {
+            "hour": "int64",
+            "app_id": "object",
+            "app_name": "object",
+            "category": "object",
+            "seconds": "int64",
+            "sessions": "int64",
+            "pickups": "int64",
+            "notifications": "int64",
+        }
+        if table.num_rows == 0:
+            return _empty(columns)
+        df = table.to_pandas()
+        df = df[df["day"].astype(str) == day].drop(columns=["day"])
+        df = df.groupby(["hour", "app_id", "app_name", "category"], as_index=False).sum()
+        return df.astype({k: v for k, v in columns.items() if v == "int64"}).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class CustomerSessionsQuery(Query):
+    """One customer-day's sessions as the device sent them (raw uploads are kept 30 days)."""
+
+    kind: ClassVar[str] = "customer_sessions"
+    customer_id: str
+    day: dt.date
+
+    def versions(self) -> list[str]:
+        return [layout.customer_version(self.customer_id)]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        columns = {
+            "start": "object",
+            "end": "object",
+            "app_name": "object",
+            "category": "object",
+            "minutes": "float64",
+            "pickups": "int64",
+            "notifications": "int64",
+        }
+        try:
+            body = json.loads(
+                stores.lake.read_bytes(
+                    layout.raw_upload_key(self.customer_id, self.day.isoformat())
+                )
+            )
+        except (ObjectMissing, ValueError):
+            return _empty(columns)
+        rows = []
+        for session in body.get("sessions", []):
+            start = dt.datetime.fromisoformat(session["start"])
+            end = dt.datetime.fromisoformat(session["end"])
+            rows.append(
+                {
+                    "start": session["start"],
+                    "end": session["end"],
+                    "app_name": session["app_name"],
+                    "category": session["category"],
+                    "minutes": round((end - start).total_seconds() / 60, 1),
+                    "pickups": session["pickups"],
+                    "notifications": session["notifications"],
+                }
+            )
+        return pd.DataFrame(rows) if rows else _empty(columns)
+
+
+# ---- business (daily rollups of events) --------------------------------------------------
+
+_KPI_LABELS = {
+    "revenue": "Revenue",
+    "orders": "Orders",
+    "aov": "Average order value",
+    "conversion": "Conversion",
+    "dau": "Daily active users",
+    "mau": "Monthly active users",
+}
+
+
+def _business_totals(stores: Stores, start: dt.date, end: dt.date) -> dict[str, float]:
+    days = layout.dates(start, end)
+    stats = stores.lake.read_table([layout.business_rollup_key(d, "stats") for d in days])
+    totals = dict.fromkeys(_KPI_LABELS, 0.0)
+    if stats.num_rows:
+        df = stats.to_pandas()
+        revenue, orders = float(df["revenue"].sum()), int(df["orders"].sum())
+        visitors = float(df["visitors"].sum())
+        totals.update(
+            revenue=revenue,
+            orders=orders,
+            aov=revenue / orders if orders else 0.0,
+            conversion=float(df["buyers"].sum()) / visitors if visitors else 0.0,
+            dau=float(df["dau"].mean()),
+        )
+    # MAU: distinct users over the 30 days ending at ``end``.
+    month = layout.dates(end - dt.timedelta(days=29), end)
+    users = stores.lake.read_table([layout.business_rollup_key(d, "users") for d in month])
+    if users.num_rows:
+        totals["mau"] = float(pc.count_distinct(users["user_id"]).as_py())
+    return totals
+
+
+@dataclass(frozen=True)
+class KpiSummaryQuery(DateRange):
+    """Revenue, orders, AOV, conversion, DAU, MAU with the change against the previous period."""
+
+    kind: ClassVar[str] = "kpi_summary"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_BUSINESS_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        current = _business_totals(stores, self.start, self.end)
+        previous = _business_totals(stores, *self.previous())
+        rows = []
+        for metric, label in _KPI_LABELS.items():
+            now, before = current[metric], previous[metric]
+            change = (now - before) / before if before else None
+            rows.append(
+                {
+                    "metric": metric,
+                    "label": label,
+                    "value": now,
+                    "previous": before,
+                    "change": change,
+                }
+            )
+        return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DailyBusinessQuery(DateRange):
+    """Per day: revenue, orders, visitors, buyers, DAU, page views."""
+
+    kind: ClassVar[str] = "business_daily"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_BUSINESS_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        table = stores.lake.read_table([layout.business_rollup_key(d, "stats") for d in self.days])
+        columns = ["day", "revenue", "orders", "visitors", "buyers", "dau", "pageviews"]
+        return _frame(table, columns).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class TopProductsQuery(DateRange):
+    kind: ClassVar[str] = "top_products"
+    limit: int = 5
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_BUSINESS_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        table = stores.lake.read_table(
+            [layout.business_rollup_key(d, "products") for d in self.days]
+        )
+        if table.num_rows == 0:
+            return _empty(
+                {
+                    "product_id": "object",
+                    "product_name": "object",
+                    "category": "object",
+                    "revenue": "float64",
+                    "orders": "int64",
+                    "quantity": "int64",
+                }
+            )
+        df = table.to_pandas()
+        out = df.groupby(["product_id", "product_name", "category"], as_index=False)[
+            ["revenue", "orders", "quantity"]
+        ].sum()
+        out = out.sort_values("revenue", ascending=False)
+        return (out.head(self.limit) if self.limit else out).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class WeeklyRevenueQuery(DateRange):
+    """Revenue and orders per ISO week (starting Monday) and category."""
+
+    kind: ClassVar[str] = "weekly_revenue"
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_BUSINESS_ROLLUP]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        keys = [layout.business_rollup_key(d, "products") for d in self.days]
+        table = stores.lake.read_table(keys)
+        if table.num_rows == 0:
+            return _empty(
+                {"week": "object", "category": "object", "revenue": "float64", "orders": "int64"}
+            )
+        df = table.to_pandas()
+        day = pd.to_datetime(df["day"].astype(str))
+        df["week"] = (day - pd.to_timedelta(day.dt.weekday, unit="D")).dt.date.astype(str)
+        out = df.groupby(["week", "category"], as_index=False)[["revenue", "orders"]].sum()
+        return out.sort_values(["week", "category"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class OrdersQuery(DateRange):
+    """The orders (purchase events) placed in the range, newest first."""
+
+    kind: ClassVar[str] = "orders"
+    category: str = ""
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_EVENTS]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        keys = [layout.events_key("purchase", d, hour) for d in self.days for hour in range(24)]
+        columns = [
+            "ts",
+            "order_id",
+            "user_id",
+            "product_id",
+            "product_name",
+            "category",
+            "quantity",
+            "unit_price",
+            "amount",
+            "currency",
+        ]
+        table = stores.lake.read_table(keys, columns)
+        if table.num_rows == 0:
+            return _empty(dict.fromkeys(columns, "object"))
+        df = table.to_pandas()
+        if self.category:
+            df = df[df["category"] == self.category]
+        df["ts"] = df["ts"].dt.strftime("%Y-%m-%d %H:%M:%S")
+        return df.sort_values("ts", ascending=False).reset_index(drop=True)
+
+
+# ---- system -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricsQuery(Query):
+    """Host and application metric points from ``since`` (UTC) to now, one row per point."""
+
+    kind: ClassVar[str] = "metrics"
+    since: dt.datetime
+    until: dt.datetime
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_METRICS]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        keys = []
+        hour = self.since.replace(minute=0, second=0, microsecond=0)
+        while hour <= self.until:
+            keys.append(layout.metrics_key(hour.date().isoformat(), hour.hour))
+            hour += dt.timedelta(hours=1)
+        table = stores.lake.read_table(keys, ["ts", "host", "metric", "value"])
+        if table.num_rows == 0:
+            return _empty(
+                {
+                    "ts": "datetime64[ms, UTC]",
+                    "host": "object",
+                    "metric": "object",
+                    "value": "float64",
+                }
+            )
+        df = table.to_pandas()
+        since = (
+            pd.Timestamp(self.since).tz_convert("UTC")
+            if self.since.tzinfo
+            else pd.Timestamp(self.since, tz="UTC")
+        )
+        return df[df["ts"] >= since].sort_values("ts").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class PipelineStatsQuery(Query):
+    """Uploads processed per hour since ``since``, quarantined uploads by reason, latest upload."""
+
+    kind: ClassVar[str] = "pipeline_stats"
+    since: dt.datetime
+
+    def versions(self) -> list[str]:
+        return [layout.VERSION_LATEST_UPLOAD, layout.VERSION_QUARANTINE]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        records = stores.index.uploaded_since(self.since.timestamp(), limit=1_000_000)
+        quarantined = sum(
+            1
+            for info in stores.lake.list(layout.QUARANTINE_SCREEN_TIME)
+            if info.key.endswith(".reason.json")
+        )
+        latest = max((r.uploaded_at for r in records), default=None)
+        return pd.DataFrame(
+            [
+                {"metric": "uploads_processed", "value": float(len(records))},
+                {"metric": "uploads_quarantined", "value": float(quarantined)},
+                {"metric": "parquet_bytes", "value": float(sum(r.parquet_bytes for r in records))},
+                {"metric": "raw_bytes", "value": float(sum(r.raw_bytes for r in records))},
+                {"metric": "latest_upload_at", "value": float(latest) if latest else float("nan")},
+            ]
+        )

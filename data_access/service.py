@@ -1,0 +1,223 @@
+"""Answers queries cache-first: memory memo -> cache table -> lake, with provenance.
+
+The caller never sees the tiers: a cache error is a miss (logged), a cache write error never
+fails a read, and when the lake is unreachable the last good answer is served marked stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from data_access.queries import Query
+from data_access.settings import DataSettings
+from data_access.stores import Stores, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Tier = Literal["memory", "cache", "lake", "stale"]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    tier: Tier
+    as_of: float  # epoch seconds the lake was read
+    version: str
+    # Set when a tier failed on the way: e.g. "cache table unreachable" or "lake unreachable".
+    problem: str | None = None
+
+    def age(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.as_of)
+
+
+@dataclass(frozen=True)
+class Result:
+    data: pd.DataFrame
+    provenance: Provenance
+
+
+class NoData(RuntimeError):
+    """The lake is unreachable and no earlier answer exists to fall back on."""
+
+
+@dataclass
+class TierCounters:
+    memory: int = 0
+    cache: int = 0
+    lake: int = 0
+    stale: int = 0
+    cache_errors: int = 0
+    lake_errors: int = 0
+
+    def hit_ratio(self) -> float:
+        served = self.memory + self.cache + self.lake
+        return (self.memory + self.cache) / served if served else 0.0
+
+
+def encode(frame: pd.DataFrame, as_of: float) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"as_of": repr(as_of).encode()}
+    )
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def decode(payload: bytes) -> tuple[pd.DataFrame, float]:
+    table = pa.ipc.open_stream(payload).read_all()
+    as_of = float(table.schema.metadata[b"as_of"])
+    return table.to_pandas(), as_of
+
+
+class _LruMemo:
+    """In-process memo of decoded results; bounded, with a time to live."""
+
+    def __init__(self, max_items: int, ttl_seconds: float, clock: Callable[[], float]) -> None:
+        self._items: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._max, self._ttl, self._clock = max_items, ttl_seconds, clock
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> object | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] <= self._clock():
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def set(self, key: str, value: object, ttl: float | None = None) -> None:
+        with self._lock:
+            self._items[key] = (self._clock() + (self._ttl if ttl is None else ttl), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+
+class DataService:
+    def __init__(
+        self,
+        stores: Stores,
+        settings: DataSettings,
+        *,
+        shared_memo: object | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stores = stores
+        self.settings = settings
+        self.counters = TierCounters()
+        self._clock = clock
+        self._memo = _LruMemo(512, settings.memo_seconds, clock)
+        self._versions = _LruMemo(4096, settings.version_memo_seconds, clock)
+        # Last good answer per query, any version: what a panel shows while the lake is down.
+        self._last_good = _LruMemo(1024, 7 * 24 * 3600, clock)
+        # Optional cross-worker memo with cachelib get/set(key, value, timeout), e.g. Redis.
+        self._shared = shared_memo
+
+    # -- versions --------------------------------------------------------------------------
+
+    def version(self, query: Query) -> str:
+        """The data version the query's answer depends on; cheap, memoised for about a second."""
+        names = query.versions()
+        memo_key = "\x1f".join(names)
+        cached = self._versions.get(memo_key)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        try:
+            values = self.stores.state.get_many(names)
+        except StoreUnavailable as exc:
+            log.warning("version lookup failed, treating as unknown: %s", exc)
+            return "unknown"
+        version = "|".join(values.get(name, "0") for name in names)
+        self._versions.set(memo_key, version)
+        return version
+
+    @staticmethod
+    def cache_key(query: Query, version: str) -> str:
+        params = "&".join(f"{k}={v}" for k, v in sorted(query.describe().items()))
+        digest = hashlib.sha256(f"{query.kind}?{params}#{version}".encode()).hexdigest()[:40]
+        return f"q:{query.kind}:{digest}"
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def fetch(self, query: Query) -> Result:
+        version = self.version(query)
+        key = self.cache_key(query, version)
+
+        memo = self._memo.get(key)
+        if memo is not None:
+            self.counters.memory += 1
+            return replace(memo, provenance=replace(memo.provenance, tier="memory"))  # type: ignore[arg-type]
+
+        problem = None
+        payload = self._shared_get(key)
+        if payload is None and version != "unknown":
+            try:
+                payload = self.stores.cache.get(key)
+            except StoreUnavailable as exc:
+                self.counters.cache_errors += 1
+                problem = "cache table unreachable"
+                log.warning("cache read failed, reading the lake: %s", exc)
+        if payload is not None:
+            frame, as_of = decode(payload)
+            result = Result(frame, Provenance("cache", as_of, version))
+            self.counters.cache += 1
+            self._remember(query, key, result, payload, to_cache_table=False)
+            return result
+
+        try:
+            frame = query.load(self.stores)
+        except StoreUnavailable as exc:
+            self.counters.lake_errors += 1
+            log.warning("lake read failed for %s: %s", query.kind, exc)
+            last = self._last_good.get(repr(query))
+            if last is None:
+                raise NoData(f"lake unreachable and no earlier data for {query.kind}") from exc
+            self.counters.stale += 1
+            return replace(
+                last, provenance=replace(last.provenance, tier="stale", problem="lake unreachable")
+            )  # type: ignore[arg-type]
+        as_of = self._clock()
+        result = Result(frame, Provenance("lake", as_of, version, problem))
+        self.counters.lake += 1
+        self._remember(query, key, result, encode(frame, as_of), to_cache_table=problem is None)
+        return result
+
+    def _remember(
+        self, query: Query, key: str, result: Result, payload: bytes, *, to_cache_table: bool
+    ) -> None:
+        clean = replace(result, provenance=replace(result.provenance, problem=None))
+        self._memo.set(key, clean)
+        self._last_good.set(repr(query), clean)
+        if self._shared is not None:
+            try:
+                self._shared.set(key, payload, timeout=self.settings.memo_seconds)
+            except Exception as exc:  # a shared memo outage must never fail a read
+                log.warning("shared memo write failed: %s", exc)
+        if to_cache_table and result.provenance.version != "unknown":
+            try:
+                self.stores.cache.put(key, payload, self.settings.cache_ttl_seconds)
+            except StoreUnavailable as exc:
+                self.counters.cache_errors += 1
+                log.warning("cache write failed, answer still served: %s", exc)
+
+    def _shared_get(self, key: str) -> bytes | None:
+        if self._shared is None:
+            return None
+        try:
+            return self._shared.get(key)
+        except Exception as exc:
+            log.warning("shared memo read failed: %s", exc)
+            return None

@@ -1,0 +1,132 @@
+"""The storage protocols every backend implements, and the records they hold.
+
+Two implementations exist: ``local`` (a folder and SQLite) and ``aws`` (S3 and
+DynamoDB). ``tests/contract`` runs the same test class against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+
+
+class StoreUnavailable(RuntimeError):
+    """A backing store could not be reached or answered with an error."""
+
+
+class ObjectMissing(KeyError):
+    """The lake holds no object under the key."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One processed customer-day, as the metadata index holds it."""
+
+    customer_id: str
+    date: str  # ISO date, YYYY-MM-DD
+    object_key: str  # processed Parquet key
+    raw_key: str
+    raw_bytes: int
+    parquet_bytes: int
+    rows: int
+    uploaded_at: float  # epoch seconds the upload was processed
+    content_hash: str  # sha256 of the raw bytes
+
+
+@runtime_checkable
+class Lake(Protocol):
+    """Object storage addressed by slash-separated keys relative to the lake root."""
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the new one, never a part."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, recursively, sorted by key."""
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        """Read and concatenate Parquet objects; a missing key is skipped."""
+
+    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
+        """Write a Parquet object atomically and return its size in bytes."""
+
+
+@runtime_checkable
+class CacheTable(Protocol):
+    """Query results by key with a time to live. An expired entry is a miss."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
+
+
+@runtime_checkable
+class MetadataIndex(Protocol):
+    """Processed customer-days by (customer_id, date), and by upload time."""
+
+    def put(self, record: UploadRecord) -> None: ...
+
+    def get(self, customer_id: str, date: str) -> UploadRecord | None: ...
+
+    def customer_days(self, customer_id: str, start: str, end: str) -> list[UploadRecord]:
+        """Records with ``start <= date <= end``, sorted by date."""
+
+    def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
+        """Records with ``uploaded_at > since``, oldest first."""
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Small named values: data versions per scope and job watermarks."""
+
+    def get(self, name: str) -> str | None: ...
+
+    def put(self, name: str, value: str) -> None: ...
+
+    def get_many(self, names: list[str]) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """Small JSON documents by (kind, key): audit entries, API keys, alerts, deliveries.
+
+    Keys sort as strings, so time-ordered keys (e.g. ``f"{ts:017.6f}-{id}"``) list in time order.
+    """
+
+    def put(self, kind: str, key: str, doc: dict) -> None: ...
+
+    def put_new(self, kind: str, key: str, doc: dict) -> bool:
+        """Write only if the key is absent; False when it already exists (conditional write)."""
+
+    def get(self, kind: str, key: str) -> dict | None: ...
+
+    def delete(self, kind: str, key: str) -> None: ...
+
+    def scan(
+        self, kind: str, *, prefix: str = "", limit: int = 1000, newest_first: bool = False
+    ) -> list[tuple[str, dict]]:
+        """(key, doc) pairs of one kind whose key starts with ``prefix``, in key order."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    lake: Lake
+    cache: CacheTable
+    index: MetadataIndex
+    state: StateStore
+    records: RecordStore
