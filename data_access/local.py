@@ -15,7 +15,13 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_access.stores import ObjectInfo, ObjectMissing, StoreUnavailable, UploadRecord
+from data_access.stores import (
+    ObjectInfo,
+    ObjectMissing,
+    StoreUnavailable,
+    UploadRecord,
+    concat_tables,
+)
 
 
 def _check_key(key: str) -> str:
@@ -81,17 +87,19 @@ class LocalLake:
         found.sort(key=lambda info: info.key)
         return iter(found)
 
-    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
-        tables = []
+    def read_tables(
+        self, keys: list[str], columns: list[str] | None = None
+    ) -> list[pa.Table | None]:
+        tables: list[pa.Table | None] = []
         for key in keys:
-            path = self._path(key)
             try:
-                tables.append(pq.read_table(path, columns=columns))
+                tables.append(pq.read_table(self._path(key), columns=columns))
             except FileNotFoundError:
-                continue
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="permissive")
+                tables.append(None)
+        return tables
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        return concat_tables(self.read_tables(keys, columns))
 
     def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
         sink = io.BytesIO()

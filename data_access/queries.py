@@ -16,7 +16,43 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_access import layout
-from data_access.stores import ObjectMissing, Stores
+from data_access.stores import ObjectMissing, Stores, UploadRecord
+
+# Records kind holding the app dimension: app_id -> {"name", "category"}.
+APP_DIMENSION = "app"
+
+
+def app_names(stores: Stores) -> pd.DataFrame:
+    """The app dimension as a frame: app_id, app_name, category."""
+    rows = [
+        {"app_id": key, "app_name": doc["name"], "category": doc["category"]}
+        for key, doc in stores.records.scan(APP_DIMENSION, limit=1_000_000)
+    ]
+    return pd.DataFrame(rows, columns=["app_id", "app_name", "category"])
+
+
+def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
+    """Processed rows of customer-day files with customer_id, source_date and calendar day.
+
+    Hours 24-47 of a file are the next day's hours 0-23 (sessions past midnight).
+    """
+    tables = []
+    for record, table in zip(
+        records, stores.lake.read_tables([r.object_key for r in records]), strict=True
+    ):
+        if table is not None and table.num_rows:
+            n = table.num_rows
+            table = table.append_column("customer_id", pa.array([record.customer_id] * n))
+            tables.append(table.append_column("source_date", pa.array([record.date] * n)))
+    columns = ["hour", "app_id", "seconds", "sessions", "pickups", "notifications"]
+    if not tables:
+        return pd.DataFrame(columns=[*columns, "customer_id", "source_date", "day"])
+    frame = pa.concat_tables(tables).to_pandas()
+    hours = frame["hour"].astype("int64")
+    day = pd.to_datetime(frame["source_date"]) + pd.to_timedelta(hours // 24, unit="D")
+    frame["day"] = day.dt.strftime("%Y-%m-%d")
+    frame["hour"] = hours % 24
+    return frame
 
 
 def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
@@ -204,18 +240,13 @@ class CustomerTrendQuery(DateRange):
         # The day before the range can spill a session past midnight into it.
         first = (self.start - dt.timedelta(days=1)).isoformat()
         records = stores.index.customer_days(self.customer_id, first, self.end.isoformat())
-        table = stores.lake.read_table([r.object_key for r in records])
+        rows = customer_day_rows(stores, records)
         in_range = {r.date for r in records if r.date >= self.start.isoformat()}
         frame = pd.DataFrame({"day": sorted(in_range)})
-        totals = ("seconds", "sessions", "pickups", "notifications")
-        if table.num_rows:
-            df = table.to_pandas()
-            df["day"] = df["day"].astype(str)
-            sums = df.groupby("day")[list(totals)].sum()
-            frame = frame.merge(sums, left_on="day", right_index=True, how="left")
+        totals = ["seconds", "sessions", "pickups", "notifications"]
+        sums = rows.groupby("day")[totals].sum()
+        frame = frame.merge(sums, left_on="day", right_index=True, how="left")
         for column in totals:
-            if column not in frame:
-                frame[column] = 0
             frame[column] = frame[column].fillna(0).astype("int64")
         return frame
 
@@ -234,24 +265,16 @@ class CustomerDayQuery(Query):
     def load(self, stores: Stores) -> pd.DataFrame:
         day = self.day.isoformat()
         before = (self.day - dt.timedelta(days=1)).isoformat()
-        keys = [layout.processed_upload_key(self.customer_id, d) for d in (before, day)]
-        table = stores.lake.read_table(keys)
-        columns = {
-            "hour": "int64",
-            "app_id": "object",
-            "app_name": "object",
-            "category": "object",
-            "seconds": "int64",
-            "sessions": "int64",
-            "pickups": "int64",
-            "notifications": "int64",
-        }
-        if table.num_rows == 0:
-            return _empty(columns)
-        df = table.to_pandas()
-        df = df[df["day"].astype(str) == day].drop(columns=["day"])
-        df = df.groupby(["hour", "app_id", "app_name", "category"], as_index=False).sum()
-        return df.astype({k: v for k, v in columns.items() if v == "int64"}).reset_index(drop=True)
+        records = stores.index.customer_days(self.customer_id, before, day)
+        rows = customer_day_rows(stores, records)
+        rows = rows[rows["day"] == day].drop(columns=["day"])
+        counts = ["seconds", "sessions", "pickups", "notifications"]
+        rows = rows.groupby(["hour", "app_id"], as_index=False)[counts].sum()
+        rows = rows.merge(app_names(stores), on="app_id", how="left")
+        rows["app_name"] = rows["app_name"].fillna(rows["app_id"])
+        rows["category"] = rows["category"].fillna("Other")
+        rows = rows[["hour", "app_id", "app_name", "category", *counts]]
+        return rows.astype({"hour": "int64", **dict.fromkeys(counts, "int64")})
 
 
 @dataclass(frozen=True)

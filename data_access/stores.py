@@ -21,6 +21,14 @@ class ObjectMissing(KeyError):
     """The lake holds no object under the key."""
 
 
+def concat_tables(tables: list[pa.Table | None]) -> pa.Table:
+    """Concatenate what was found; an empty table (no columns) when nothing was."""
+    found = [table for table in tables if table is not None]
+    if not found:
+        return pa.table({})
+    return pa.concat_tables(found, promote_options="permissive")
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -61,6 +69,11 @@ class Lake(Protocol):
 
     def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
         """Read and concatenate Parquet objects; a missing key is skipped."""
+
+    def read_tables(
+        self, keys: list[str], columns: list[str] | None = None
+    ) -> list[pa.Table | None]:
+        """Read Parquet objects one table per key, in order; None for a missing key."""
 
     def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
         """Write a Parquet object atomically and return its size in bytes."""

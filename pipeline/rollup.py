@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data_access import layout
+from data_access.queries import app_names, customer_day_rows
 from data_access.stores import Stores, UploadRecord
 
 PARQUET = {"compression": "zstd", "use_dictionary": True}
@@ -76,18 +77,16 @@ def _apply_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
         by_date[record.date].append(record)
         by_date[_next_day(record.date)].append(record)  # a session may spill past midnight
 
-    tables: dict[str, pd.DataFrame] = {}
-    for record in latest.values():
-        frame = stores.lake.read_table([record.object_key]).to_pandas()
-        frame["day"] = frame["day"].astype(str) if len(frame) else pd.Series(dtype="object")
-        frame["customer_id"] = record.customer_id
-        frame["source_date"] = record.date
-        tables[record.object_key] = frame
+    rows = customer_day_rows(stores, list(latest.values())).merge(
+        app_names(stores), on="app_id", how="left"
+    )
+    rows["app_name"] = rows["app_name"].fillna(rows["app_id"])
+    rows["category"] = rows["category"].fillna("Other")
+    by_day = dict(tuple(rows.groupby("day"))) if len(rows) else {}
 
     written = []
     for date, touching in sorted(by_date.items()):
-        fresh = [tables[r.object_key] for r in touching]
-        fresh = [f[f["day"] == date] for f in fresh if len(f)]
+        fresh = [by_day[date]] if date in by_day else []
         replaced = {(r.customer_id, r.date) for r in touching}
         # Uploads dated today are present even with zero usage: "no usage" differs from "no upload".
         present = sorted({r.customer_id for r in touching if r.date == date})

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data_access import layout
-from data_access.queries import FleetAppsQuery, FleetDailyQuery, FleetHoursQuery
+from data_access.queries import APP_DIMENSION, FleetAppsQuery, FleetDailyQuery, FleetHoursQuery
 from data_access.stores import Stores, UploadRecord
 from pipeline.rollup import rollup_business, rollup_screen_time
 
@@ -17,34 +17,35 @@ D1, D2 = "2026-11-01", "2026-11-02"
 
 def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploaded_at: float):
     """rows: (day, hour, app_id, seconds) -> a processed file plus its index record."""
+    first = dt.date.fromisoformat(date)
+    hours = [r[1] + 24 * (dt.date.fromisoformat(r[0]) - first).days for r in rows]
     table = pa.table(
         {
-            "day": pa.array([dt.date.fromisoformat(r[0]) for r in rows], pa.date32()),
-            "hour": pa.array([r[1] for r in rows], pa.int8()),
+            "hour": pa.array(hours, pa.int8()),
             "app_id": [r[2] for r in rows],
-            "app_name": [r[2].title() for r in rows],
-            "category": ["Social" if r[2] == "chat" else "Video" for r in rows],
             "seconds": pa.array([r[3] for r in rows], pa.int32()),
             "sessions": pa.array([1] * len(rows), pa.int16()),
             "pickups": pa.array([1] * len(rows), pa.int16()),
             "notifications": pa.array([2] * len(rows), pa.int16()),
         }
     )
+    for app in ("chat", "video"):
+        category = "Social" if app == "chat" else "Video"
+        stores.records.put_new(APP_DIMENSION, app, {"name": app.title(), "category": category})
     key = layout.processed_upload_key(customer, date)
     size = stores.lake.write_table(key, table)
-    stores.index.put(
-        UploadRecord(
-            customer,
-            date,
-            key,
-            layout.raw_upload_key(customer, date),
-            0,
-            size,
-            len(rows),
-            uploaded_at,
-            f"hash-{uploaded_at}",
-        )
+    record = UploadRecord(
+        customer,
+        date,
+        key,
+        layout.raw_upload_key(customer, date),
+        0,
+        size,
+        len(rows),
+        uploaded_at,
+        f"hash-{uploaded_at}",
     )
+    stores.index.put(record)
 
 
 def customers(stores: Stores, date: str) -> pd.DataFrame:
@@ -76,6 +77,10 @@ def test_rollup_totals_spill_and_empty_days(local_stores):
     assert fleet["total_seconds"].tolist() == [900, 180]
     apps = FleetAppsQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2)).load(local_stores)
     assert dict(zip(apps["app_id"], apps["seconds"], strict=True)) == {"chat": 660, "video": 420}
+    assert dict(zip(apps["app_id"], apps["category"], strict=True)) == {
+        "chat": "Social",
+        "video": "Video",
+    }
     hours = FleetHoursQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 1)).load(local_stores)
     assert hours.set_index("hour").loc[9, "avg_seconds"] == 600
 

@@ -1,0 +1,682 @@
+"""AWS backend: the lake on S3; cache table, metadata index, state and records on DynamoDB.
+
+Every client gets botocore timeouts and a bounded retry budget from ``DataSettings``, so a
+slow or absent dependency fails a call with ``StoreUnavailable`` instead of hanging a
+request. Endpoints come from the settings (``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL_DYNAMODB``); credentials from the usual AWS chain.
+
+Cache items are ``{pk: key, v: zlib(value), ttl: epoch seconds}``. DynamoDB deletes expired
+items only eventually (DynamoDB Local barely at all), so ``get`` treats an item whose
+``ttl`` has passed as a miss. DynamoDB refuses items over 400 KB: a value whose compressed
+body does not fit is not cached at all (``DynamoCacheTable.oversize_skipped`` counts them);
+the caller then reads Parquet, as on any miss. Cache values are query results, which
+compress well; one that still does not fit is better recomputed than split across items.
+
+Upload times are indexed by a GSI keyed ``(uploadDay, uploadedAt)``, because a GSI needs a
+partition key: ``uploaded_since`` queries each UTC day from ``since`` to now. For a
+``since`` further back than ``MAX_DAY_QUERIES`` days it scans the index instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import math
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from data_access.settings import DataSettings
+from data_access.stores import (
+    ObjectInfo,
+    ObjectMissing,
+    Stores,
+    StoreUnavailable,
+    UploadRecord,
+)
+
+log = logging.getLogger(__name__)
+
+# DynamoDB's hard limit is 400 KB for the whole item; keep room for the key and attributes.
+MAX_CACHE_BODY_BYTES = 390 * 1024
+# A partition key may be 2048 bytes; longer cache keys are stored by their digest.
+MAX_CACHE_KEY_BYTES = 1024
+MAX_DAY_QUERIES = 62
+BATCH_GET_MAX_KEYS = 100
+UPLOAD_GSI = "by-upload-day"
+READ_TABLE_WORKERS = 8
+
+_MISSING_OBJECT_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+# --------------------------------------------------------------------------- table specs
+
+
+@dataclass(frozen=True)
+class GlobalIndexSpec:
+    name: str
+    partition_key: tuple[str, str]  # (attribute name, DynamoDB type "S" | "N" | "B")
+    sort_key: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One DynamoDB table the AWS backend needs; the bootstrap creates each from this."""
+
+    suffix: str  # table name is f"{table_prefix}-{suffix}"
+    partition_key: tuple[str, str]
+    sort_key: tuple[str, str] | None = None
+    ttl_attribute: str | None = None
+    global_indexes: tuple[GlobalIndexSpec, ...] = field(default_factory=tuple)
+
+    def table_name(self, settings: DataSettings) -> str:
+        return f"{settings.table_prefix}-{self.suffix}"
+
+
+CACHE_TABLE = TableSpec("cache", partition_key=("pk", "S"), ttl_attribute="ttl")
+INDEX_TABLE = TableSpec(
+    "index",
+    partition_key=("customerId", "S"),
+    sort_key=("date", "S"),
+    global_indexes=(
+        GlobalIndexSpec(UPLOAD_GSI, partition_key=("uploadDay", "S"), sort_key=("uploadedAt", "N")),
+    ),
+)
+STATE_TABLE = TableSpec("state", partition_key=("name", "S"))
+RECORDS_TABLE = TableSpec("records", partition_key=("kind", "S"), sort_key=("key", "S"))
+
+# Everything the bootstrap creates. A new store adds its spec here.
+TABLES: tuple[TableSpec, ...] = (CACHE_TABLE, INDEX_TABLE, STATE_TABLE, RECORDS_TABLE)
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def botocore_config(settings: DataSettings, *, pool_size: int = 16) -> Config:
+    """Timeouts and retries from the settings, so no call can hang a request."""
+    return Config(
+        region_name=settings.aws_region,
+        connect_timeout=settings.connect_timeout_seconds,
+        read_timeout=settings.read_timeout_seconds,
+        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+        max_pool_connections=pool_size,
+        # Custom endpoints (SeaweedFS, MinIO) serve buckets by path, not by host name.
+        s3={"addressing_style": "path" if settings.s3_endpoint else "auto"},
+    )
+
+
+def s3_client(settings: DataSettings, session: boto3.Session | None = None) -> Any:
+    session = session or boto3.Session()
+    return session.client("s3", endpoint_url=settings.s3_endpoint, config=botocore_config(settings))
+
+
+def dynamodb_client(settings: DataSettings, session: boto3.Session | None = None) -> Any:
+    session = session or boto3.Session()
+    return session.client(
+        "dynamodb", endpoint_url=settings.dynamodb_endpoint, config=botocore_config(settings)
+    )
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError, or "" for anything else."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+# --------------------------------------------------------------------------- S3 lake
+
+
+def _check_key(key: str) -> str:
+    # The same keys are valid on both backends, so refuse what the local lake refuses.
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or "\x00" in key or "\\" in key:
+        raise ValueError(f"unsafe lake key: {key!r}")
+    return key
+
+
+class S3Lake:
+    """The lake in one S3 bucket: boto3 for objects, listing and presigning; pyarrow's
+    ``S3FileSystem`` (``filesystem``) for datasets that read column ranges."""
+
+    def __init__(
+        self,
+        bucket: str,
+        settings: DataSettings,
+        *,
+        client: Any | None = None,
+        read_workers: int = READ_TABLE_WORKERS,
+    ) -> None:
+        self.bucket = bucket
+        self.settings = settings
+        self._client = client
+        self._filesystem: Any | None = None
+        self._read_workers = read_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = s3_client(self.settings)
+        return self._client
+
+    @property
+    def filesystem(self) -> Any:
+        """A pyarrow ``S3FileSystem`` for this endpoint; paths are f"{bucket}/{key}"."""
+        if self._filesystem is None:
+            from pyarrow import fs as pafs
+
+            options: dict[str, Any] = {
+                "region": self.settings.aws_region,
+                "connect_timeout": self.settings.connect_timeout_seconds,
+                "request_timeout": self.settings.read_timeout_seconds,
+                "retry_strategy": pafs.AwsStandardS3RetryStrategy(
+                    max_attempts=self.settings.max_attempts
+                ),
+            }
+            endpoint = self.settings.s3_endpoint
+            if endpoint:
+                # pyarrow ignores AWS_ENDPOINT_URL*: the endpoint must be passed explicitly.
+                scheme, _, host = endpoint.partition("://")
+                options["endpoint_override"] = host.rstrip("/") if host else endpoint
+                options["scheme"] = scheme if host else "https"
+            self._filesystem = pafs.S3FileSystem(**options)
+        return self._filesystem
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=self._read_workers, thread_name_prefix="s3-read"
+                    )
+        return self._pool
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=_check_key(key))
+            return response["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_OBJECT_CODES:
+                raise ObjectMissing(key) from None
+            raise _unavailable(f"s3 get {key}", exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(f"s3 get {key}", exc) from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        # A single PUT is atomic on S3: readers see the old object or the new one.
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=_check_key(key), Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"s3 put {key}", exc) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=_check_key(key))
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_OBJECT_CODES:
+                return False
+            raise _unavailable(f"s3 head {key}", exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(f"s3 head {key}", exc) from exc
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=_check_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"s3 delete {key}", exc) from exc
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Collect before yielding, so an outage surfaces here and not halfway through a loop.
+        found: list[ObjectInfo] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    if item["Key"].endswith("/"):
+                        continue  # folder markers some tools create; not objects
+                    found.append(
+                        ObjectInfo(item["Key"], int(item["Size"]), item["LastModified"].timestamp())
+                    )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"s3 list {prefix}", exc) from exc
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+    def _read_one_table(self, key: str, columns: list[str] | None) -> pa.Table | None:
+        try:
+            data = self.read_bytes(key)
+        except ObjectMissing:
+            return None
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        # S3 latency dominates small Parquet objects: fetch them concurrently, keep key order.
+        if len(keys) == 1:
+            tables = [self._read_one_table(keys[0], columns)]
+        else:
+            tables = list(
+                self._executor().map(lambda key: self._read_one_table(key, columns), keys)
+            )
+        present = [table for table in tables if table is not None]
+        if not present:
+            return pa.table({})
+        return pa.concat_tables(present, promote_options="permissive")
+
+    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **parquet_options)
+        data = sink.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
+
+    def presign_put(self, key: str, expires: int = 900, content_type: str | None = None) -> str:
+        """A URL a device can PUT one object to, valid for ``expires`` seconds."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": _check_key(key)}
+        if content_type is not None:
+            params["ContentType"] = content_type
+        try:
+            return self.client.generate_presigned_url(
+                "put_object", Params=params, ExpiresIn=expires
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"s3 presign {key}", exc) from exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+# --------------------------------------------------------------------------- DynamoDB stores
+
+
+class DynamoCacheTable:
+    """Query results by key with a TTL; see the module docstring for expiry and size."""
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        compression_level: int = 6,
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self._clock = clock
+        self._compression_level = compression_level
+        self._lock = threading.Lock()
+        self.oversize_skipped = 0
+
+    @staticmethod
+    def _item_key(key: str) -> str:
+        if len(key.encode()) <= MAX_CACHE_KEY_BYTES:
+            return key
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name,
+                Key={"pk": {"S": self._item_key(key)}},
+                ProjectionExpression="v, #ttl",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb cache get {self.table_name}", exc) from exc
+        item = response.get("Item")
+        if item is None:
+            return None
+        # Expired but not yet swept is still a miss, as DynamoDB deletes only eventually.
+        if float(item["ttl"]["N"]) <= self._clock():
+            return None
+        try:
+            return zlib.decompress(item["v"]["B"])
+        except zlib.error as exc:
+            raise StoreUnavailable(f"dynamodb cache {self.table_name}: bad body: {exc}") from exc
+
+    def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        body = zlib.compress(value, self._compression_level)
+        if len(body) > MAX_CACHE_BODY_BYTES:
+            with self._lock:
+                self.oversize_skipped += 1
+            log.info("cache value for %s is %d bytes compressed: not cached", key, len(body))
+            return
+        # Whole seconds, rounded up: DynamoDB's sweeper reads epoch seconds.
+        expires_at = math.ceil(self._clock() + ttl_seconds)
+        try:
+            self.client.put_item(
+                TableName=self.table_name,
+                Item={
+                    "pk": {"S": self._item_key(key)},
+                    "v": {"B": body},
+                    "ttl": {"N": str(expires_at)},
+                },
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb cache put {self.table_name}", exc) from exc
+
+
+def _upload_day(epoch_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).date().isoformat()
+
+
+def _number(value: float | int) -> str:
+    # repr round-trips floats exactly, so uploaded_at comes back bit for bit.
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def _record_item(record: UploadRecord) -> dict[str, dict[str, str]]:
+    return {
+        "customerId": {"S": record.customer_id},
+        "date": {"S": record.date},
+        "objectKey": {"S": record.object_key},
+        "rawKey": {"S": record.raw_key},
+        "rawBytes": {"N": _number(record.raw_bytes)},
+        "parquetBytes": {"N": _number(record.parquet_bytes)},
+        "rows": {"N": _number(record.rows)},
+        "uploadedAt": {"N": _number(record.uploaded_at)},
+        "uploadDay": {"S": _upload_day(record.uploaded_at)},
+        "contentHash": {"S": record.content_hash},
+    }
+
+
+def _item_record(item: dict[str, dict[str, str]]) -> UploadRecord:
+    return UploadRecord(
+        customer_id=item["customerId"]["S"],
+        date=item["date"]["S"],
+        object_key=item["objectKey"]["S"],
+        raw_key=item["rawKey"]["S"],
+        raw_bytes=int(item["rawBytes"]["N"]),
+        parquet_bytes=int(item["parquetBytes"]["N"]),
+        rows=int(item["rows"]["N"]),
+        uploaded_at=float(item["uploadedAt"]["N"]),
+        content_hash=item["contentHash"]["S"],
+    )
+
+
+class DynamoMetadataIndex:
+    """Processed customer-days: key (customerId, date); GSI (uploadDay, uploadedAt)."""
+
+    def __init__(
+        self, client: Any, table_name: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self._clock = clock
+
+    def _call(self, what: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb index {what} {self.table_name}", exc) from exc
+
+    def put(self, record: UploadRecord) -> None:
+        self._call("put", "put_item", Item=_record_item(record))
+
+    def get(self, customer_id: str, date: str) -> UploadRecord | None:
+        response = self._call(
+            "get",
+            "get_item",
+            Key={"customerId": {"S": customer_id}, "date": {"S": date}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _item_record(item) if item else None
+
+    def _query_all(self, what: str, limit: int | None = None, **kwargs: Any) -> list[dict]:
+        items: list[dict] = []
+        start_key: dict | None = None
+        while True:
+            page_args = dict(kwargs)
+            if start_key:
+                page_args["ExclusiveStartKey"] = start_key
+            if limit is not None:
+                page_args["Limit"] = max(1, limit - len(items))
+            page = self._call(what, "query", **page_args)
+            items.extend(page.get("Items", ()))
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key or (limit is not None and len(items) >= limit):
+                return items
+
+    def customer_days(self, customer_id: str, start: str, end: str) -> list[UploadRecord]:
+        items = self._query_all(
+            "customer_days",
+            KeyConditionExpression="customerId = :c AND #d BETWEEN :start AND :end",
+            ExpressionAttributeNames={"#d": "date"},
+            ExpressionAttributeValues={
+                ":c": {"S": customer_id},
+                ":start": {"S": start},
+                ":end": {"S": end},
+            },
+            ScanIndexForward=True,
+        )
+        return [_item_record(item) for item in items]
+
+    def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
+        if limit <= 0:
+            return []
+        first = dt.datetime.fromtimestamp(max(since, 0.0), dt.UTC).date()
+        # One day past today covers writers whose clocks run slightly ahead.
+        last = dt.datetime.fromtimestamp(self._clock(), dt.UTC).date() + dt.timedelta(days=1)
+        if (last - first).days > MAX_DAY_QUERIES:
+            return self._uploaded_since_by_scan(since, limit)
+        records: list[UploadRecord] = []
+        day = first
+        while day <= last and len(records) < limit:
+            items = self._query_all(
+                "uploaded_since",
+                limit=limit - len(records),
+                IndexName=UPLOAD_GSI,
+                KeyConditionExpression="uploadDay = :day AND uploadedAt > :since",
+                ExpressionAttributeValues={
+                    ":day": {"S": day.isoformat()},
+                    ":since": {"N": _number(float(since))},
+                },
+                ScanIndexForward=True,
+            )
+            records.extend(_item_record(item) for item in items)
+            day += dt.timedelta(days=1)
+        return records[:limit]
+
+    def _uploaded_since_by_scan(self, since: float, limit: int) -> list[UploadRecord]:
+        # Rare (a watermark far in the past): reading the whole index beats thousands of queries.
+        items: list[dict] = []
+        start_key: dict | None = None
+        while True:
+            page_args: dict[str, Any] = {
+                "IndexName": UPLOAD_GSI,
+                "FilterExpression": "uploadedAt > :since",
+                "ExpressionAttributeValues": {":since": {"N": _number(float(since))}},
+            }
+            if start_key:
+                page_args["ExclusiveStartKey"] = start_key
+            page = self._call("uploaded_since scan", "scan", **page_args)
+            items.extend(page.get("Items", ()))
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        records = sorted((_item_record(item) for item in items), key=lambda r: r.uploaded_at)
+        return records[:limit]
+
+
+class DynamoStateStore:
+    """Small named values; reads are strongly consistent, as watermarks depend on them."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    def get(self, name: str) -> str | None:
+        try:
+            response = self.client.get_item(
+                TableName=self.table_name, Key={"name": {"S": name}}, ConsistentRead=True
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb state get {self.table_name}", exc) from exc
+        item = response.get("Item")
+        return item["value"]["S"] if item else None
+
+    def put(self, name: str, value: str) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table_name, Item={"name": {"S": name}, "value": {"S": value}}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb state put {self.table_name}", exc) from exc
+
+    def get_many(self, names: list[str], *, max_rounds: int = 5) -> dict[str, str]:
+        unique = list(dict.fromkeys(names))  # BatchGetItem refuses duplicate keys
+        found: dict[str, str] = {}
+        for offset in range(0, len(unique), BATCH_GET_MAX_KEYS):
+            pending: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": [
+                        {"name": {"S": n}} for n in unique[offset : offset + BATCH_GET_MAX_KEYS]
+                    ],
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(max_rounds):
+                try:
+                    response = self.client.batch_get_item(RequestItems=pending)
+                except (BotoCoreError, ClientError) as exc:
+                    raise _unavailable(f"dynamodb state get_many {self.table_name}", exc) from exc
+                for item in response.get("Responses", {}).get(self.table_name, ()):
+                    found[item["name"]["S"]] = item["value"]["S"]
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)  # throttled: back off before the leftovers
+            else:
+                raise StoreUnavailable(
+                    f"dynamodb state get_many {self.table_name}: keys left unprocessed"
+                )
+        return found
+
+
+class DynamoRecordStore:
+    """Small JSON documents: partition key ``kind``, sort key ``key``, body ``doc``.
+
+    DynamoDB orders sort keys by their UTF-8 bytes, as SQLite orders TEXT, so ``scan``
+    returns the same order on both backends. A document must fit in one 400 KB item.
+    """
+
+    _NAMES = {"#kind": "kind", "#key": "key"}  # "key" is a DynamoDB reserved word
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    def _call(self, what: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise
+            raise _unavailable(f"dynamodb records {what} {self.table_name}", exc) from exc
+
+    @staticmethod
+    def _item(kind: str, key: str, doc: dict) -> dict[str, dict[str, str]]:
+        body = json.dumps(doc, separators=(",", ":"))
+        return {"kind": {"S": kind}, "key": {"S": key}, "doc": {"S": body}}
+
+    def put(self, kind: str, key: str, doc: dict) -> None:
+        self._call("put", "put_item", Item=self._item(kind, key, doc))
+
+    def put_new(self, kind: str, key: str, doc: dict) -> bool:
+        try:
+            self._call(
+                "put_new",
+                "put_item",
+                Item=self._item(kind, key, doc),
+                ConditionExpression="attribute_not_exists(#kind)",
+                ExpressionAttributeNames={"#kind": "kind"},
+            )
+        except ClientError as exc:  # only ConditionalCheckFailedException gets here
+            log.debug("record %s/%s exists: %s", kind, key, exc)
+            return False
+        return True
+
+    def get(self, kind: str, key: str) -> dict | None:
+        response = self._call(
+            "get",
+            "get_item",
+            Key={"kind": {"S": kind}, "key": {"S": key}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return json.loads(item["doc"]["S"]) if item else None
+
+    def delete(self, kind: str, key: str) -> None:
+        self._call("delete", "delete_item", Key={"kind": {"S": kind}, "key": {"S": key}})
+
+    def scan(
+        self, kind: str, *, prefix: str = "", limit: int = 1000, newest_first: bool = False
+    ) -> list[tuple[str, dict]]:
+        if limit <= 0:
+            return []
+        condition = "#kind = :kind"
+        values: dict[str, dict[str, str]] = {":kind": {"S": kind}}
+        if prefix:  # begins_with refuses an empty string
+            condition += " AND begins_with(#key, :prefix)"
+            values[":prefix"] = {"S": prefix}
+        found: list[tuple[str, dict]] = []
+        start_key: dict | None = None
+        while len(found) < limit:
+            page_args: dict[str, Any] = {
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeNames": self._NAMES,
+                "ExpressionAttributeValues": values,
+                "ScanIndexForward": not newest_first,
+                "ConsistentRead": True,
+                "Limit": limit - len(found),
+            }
+            if start_key:
+                page_args["ExclusiveStartKey"] = start_key
+            page = self._call("scan", "query", **page_args)
+            found.extend((item["key"]["S"], json.loads(item["doc"]["S"])) for item in page["Items"])
+            start_key = page.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        return found[:limit]
+
+
+def build_aws_stores(settings: DataSettings) -> Stores:
+    """The four stores on S3 and DynamoDB, sharing one DynamoDB client (clients are
+    thread-safe; sessions are not, so the session is used only here)."""
+    session = boto3.Session()
+    dynamodb = dynamodb_client(settings, session)
+    lake = S3Lake(settings.s3_bucket, settings, client=s3_client(settings, session))
+    return Stores(
+        lake=lake,
+        cache=DynamoCacheTable(dynamodb, CACHE_TABLE.table_name(settings)),
+        index=DynamoMetadataIndex(dynamodb, INDEX_TABLE.table_name(settings)),
+        state=DynamoStateStore(dynamodb, STATE_TABLE.table_name(settings)),
+        records=DynamoRecordStore(dynamodb, RECORDS_TABLE.table_name(settings)),
+    )

@@ -1,0 +1,460 @@
+"""Screen-time processing: aggregation, Parquet layout, idempotence, quarantine, S3 events."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data_access import layout
+from data_access.settings import DataSettings
+from data_access.stores import Stores
+from pipeline import generate, process, schema
+
+DAY = dt.date(2026, 11, 1)
+NOW = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC).timestamp()
+KEY = "raw/screen_time/c0000042/2026-11-01.json"
+# Parquet Thrift PageHeader, compact protocol: field 1 (type, i32) then its zigzag varint.
+PAGE_HEADER_TYPE = {b"\x15\x00": "DATA_PAGE", b"\x15\x04": "DICTIONARY_PAGE", b"\x15\x06": "V2"}
+
+
+def session(start: str, end: str, app: str = "com.instagram.android", **extra: Any) -> dict:
+    return {
+        "app_id": app,
+        "app_name": app.rsplit(".", 1)[-1].title(),
+        "category": "Social",
+        "start": start,
+        "end": end,
+        "pickups": 1,
+        "notifications": 2,
+        **extra,
+    }
+
+
+def upload_bytes(
+    sessions: list[dict], customer_id: str = "c0000042", date: dt.date = DAY, **fields: Any
+) -> bytes:
+    body = {
+        "schema_version": 1,
+        "customer_id": customer_id,
+        "date": date.isoformat(),
+        "timezone": "Europe/Berlin",
+        "device": {
+            "device_id": "d-1",
+            "model": "Pixel 8",
+            "os": "Android 15",
+            "agent_version": "5",
+        },
+        "sessions": sessions,
+        **fields,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+SESSIONS = [
+    session("2026-11-01T08:15:03", "2026-11-01T08:21:44"),
+    session("2026-11-01T08:30:00", "2026-11-01T10:10:00", "com.google.android.youtube"),
+]
+
+
+def put(stores: Stores, key: str, data: bytes) -> str:
+    stores.lake.write_bytes(key, data)
+    return key
+
+
+def listing(stores: Stores, prefix: str = "") -> list[tuple[str, int, float]]:
+    return [(i.key, i.size, i.modified) for i in stores.lake.list(prefix)]
+
+
+def read(stores: Stores, key: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(stores.lake.read_bytes(key)))
+
+
+def durations(raw: bytes) -> int:
+    body = json.loads(raw)
+    return sum(
+        int(
+            (
+                dt.datetime.fromisoformat(s["end"]) - dt.datetime.fromisoformat(s["start"])
+            ).total_seconds()
+        )
+        for s in body["sessions"]
+    )
+
+
+# ---- processing and the Parquet layout ----------------------------------------------------------
+
+
+def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
+    local_stores: Stores,
+) -> None:
+    raw = upload_bytes(SESSIONS)
+    put(local_stores, KEY, raw)
+    outcome = process.process_upload(local_stores, KEY, now=NOW)
+
+    assert (outcome.status, outcome.customer_id, outcome.date) == (
+        "processed",
+        "c0000042",
+        "2026-11-01",
+    )
+    assert outcome.bytes == len(raw)
+    object_key = layout.processed_upload_key("c0000042", "2026-11-01")
+    table = read(local_stores, object_key)
+    assert table.schema.names == [
+        "hour", "app_id", "seconds", "sessions", "pickups", "notifications",
+    ]  # fmt: skip
+    assert [str(t) for t in table.schema.types] == [
+        "int8", "string", "int32", "int16", "int16", "int16",
+    ]  # fmt: skip
+    rows = table.to_pylist()
+    # Instagram 08:15:03-08:21:44; YouTube 08:30-10:10 split over three hours.
+    assert [(r["hour"], r["app_id"], r["seconds"], r["sessions"]) for r in rows] == [
+        (8, "com.google.android.youtube", 30 * 60, 1),
+        (8, "com.instagram.android", 401, 1),
+        (9, "com.google.android.youtube", 3600, 0),
+        (10, "com.google.android.youtube", 600, 0),
+    ]
+    assert [r["pickups"] for r in rows] == [1, 1, 0, 0]  # on the start hour only
+    # Names and categories go to the app dimension once, not into every file.
+    assert local_stores.records.get("app", "com.instagram.android")["name"] == "Android"
+
+    record = local_stores.index.get("c0000042", "2026-11-01")
+    assert record.content_hash == hashlib.sha256(raw).hexdigest()
+    assert (record.object_key, record.raw_key, record.rows) == (object_key, KEY, 4)
+    assert (
+        record.parquet_bytes
+        == outcome.parquet_bytes
+        == len(local_stores.lake.read_bytes(object_key))
+    )
+    assert record.uploaded_at == NOW
+    version = local_stores.state.get("version:customer:c0000042")
+    assert version == f"{NOW:.6f}-{record.content_hash[:12]}"
+    assert local_stores.state.get("version:screen_time:latest_upload") == version
+
+
+def test_midnight_split_puts_seconds_on_both_days_and_keeps_totals(local_stores: Stores) -> None:
+    sessions = [
+        session("2026-11-01T22:00:00", "2026-11-01T22:30:00"),
+        session("2026-11-01T23:50:00", "2026-11-02T01:10:05", pickups=3, notifications=4),
+    ]
+    raw = upload_bytes(sessions)
+    put(local_stores, KEY, raw)
+    process.process_upload(local_stores, KEY, now=NOW)
+    rows = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01")).to_pylist()
+
+    # Hours 24 and up are the next day's.
+    assert [(r["hour"], r["seconds"], r["sessions"], r["pickups"]) for r in rows] == [
+        (22, 1800, 1, 1),
+        (23, 600, 1, 3),
+        (24, 3600, 0, 0),
+        (25, 605, 0, 0),
+    ]
+    assert sum(r["seconds"] for r in rows) == durations(raw)
+    assert sum(r["sessions"] for r in rows) == len(sessions)
+
+
+def test_empty_day_writes_a_zero_row_file(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes([]))
+    outcome = process.process_upload(local_stores, KEY, now=NOW)
+    table = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01"))
+    assert outcome.status == "processed"
+    assert table.num_rows == 0 and table.schema == process.AGGREGATED_SCHEMA
+    assert local_stores.index.get("c0000042", "2026-11-01").rows == 0
+
+
+def test_parquet_is_gzip_dictionary_encoded_with_v2_data_pages(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_upload(local_stores, KEY, now=NOW)
+    data = local_stores.lake.read_bytes(layout.processed_upload_key("c0000042", "2026-11-01"))
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    assert metadata.num_row_groups == 1
+    row_group = metadata.row_group(0)
+    for index in range(row_group.num_columns):
+        column = row_group.column(index)
+        assert column.compression == "GZIP", column.path_in_schema
+        # The page header at data_page_offset says which page kind it is.
+        start = column.data_page_offset
+        assert PAGE_HEADER_TYPE.get(data[start : start + 2]) == "V2", column.path_in_schema
+        if column.path_in_schema == "app_id":
+            assert column.has_dictionary_page
+            assert "RLE_DICTIONARY" in column.encodings
+            start = column.dictionary_page_offset
+            assert PAGE_HEADER_TYPE.get(data[start : start + 2]) == "DICTIONARY_PAGE"
+
+
+def test_size_on_generated_uploads_is_far_below_the_raw_json(tmp_path: Path) -> None:
+    from data_access.factory import build_stores
+
+    stores = build_stores(DataSettings(lake_root=tmp_path / "lake", state_db=tmp_path / "s.db"))
+    end = dt.date(2026, 11, 1)
+    raw_total = 0
+    for number in range(3):
+        profile = generate.customer_profile(5, number, end)
+        for offset in range(3):
+            day = end - dt.timedelta(days=offset)
+            raw = generate.screen_time_upload(5, profile, day)
+            if raw is not None:
+                raw_total += len(raw)
+                put(stores, f"raw/screen_time/{profile.customer_id}/{day}.json", raw)
+    summary = process.process_pending(stores)
+    assert summary.processed >= 6 and summary.quarantined == 0
+    # Measured ~2.7 KB and ~17x on this data; guard against a regression to plain settings.
+    assert summary.parquet_bytes / summary.processed < 4096
+    assert raw_total / summary.parquet_bytes > 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 86_399), st.integers(1, 30_000), st.sampled_from("abc")),
+        max_size=30,
+    )
+)
+def test_aggregation_keeps_seconds_and_sessions_of_any_valid_day(
+    spans: list[tuple[int, int, str]],
+) -> None:
+    # Non-overlapping sessions from arbitrary spans: keep each one that starts after the last.
+    midnight = dt.datetime.combine(DAY, dt.time())
+    sessions, last_end = [], 0
+    for start, length, app in sorted(spans):
+        if start < last_end:
+            continue
+        begin, end = (
+            midnight + dt.timedelta(seconds=start),
+            midnight + dt.timedelta(seconds=start + length),
+        )
+        sessions.append(session(begin.isoformat(), end.isoformat(), f"com.app.{app}"))
+        last_end = start + length
+    raw = upload_bytes(sessions)
+    result = schema.validate_upload(raw, today=DAY)
+    assert result.ok, result.problems
+    table = process.aggregate(result.upload)
+    assert sum(table.column("seconds").to_pylist()) == durations(raw)
+    assert sum(table.column("sessions").to_pylist()) == len(sessions)
+    assert max(table.column("seconds").to_pylist(), default=0) <= 3600
+    keys = list(zip(*(table.column(c).to_pylist() for c in ("hour", "app_id")), strict=True))
+    assert keys == sorted(set(keys))  # sorted, one row per (hour, app)
+
+
+# ---- idempotence, replacement, quarantine -------------------------------------------------------
+
+
+def test_processing_twice_is_a_duplicate_that_writes_nothing(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_upload(local_stores, KEY, now=NOW)
+    before = listing(local_stores)
+    version = local_stores.state.get("version:customer:c0000042")
+
+    outcome = process.process_upload(local_stores, KEY, now=NOW + 60)
+    assert outcome.status == "duplicate"
+    assert listing(local_stores) == before
+    assert local_stores.state.get("version:customer:c0000042") == version
+
+
+def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_upload(local_stores, KEY, now=NOW)
+    corrected = upload_bytes(SESSIONS[:1])
+    put(local_stores, KEY, corrected)
+
+    outcome = process.process_upload(local_stores, KEY, now=NOW + 60)
+    assert outcome.status == "replaced"
+    table = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01"))
+    assert table.column("app_id").to_pylist() == ["com.instagram.android"]
+    record = local_stores.index.get("c0000042", "2026-11-01")
+    assert record.content_hash == hashlib.sha256(corrected).hexdigest()
+    assert local_stores.state.get("version:customer:c0000042").startswith(f"{NOW + 60:.6f}-")
+
+
+def test_quarantine_writes_raw_copy_and_reason_once(local_stores: Stores) -> None:
+    bad = [session("2026-11-01T08:00:00", "2026-11-01T07:00:00")]
+    raw = upload_bytes(bad)
+    put(local_stores, KEY, raw)
+    outcome = process.process_upload(local_stores, KEY, now=NOW)
+    assert (outcome.status, outcome.reason) == ("quarantined", "end_before_start")
+
+    content_hash = hashlib.sha256(raw).hexdigest()
+    data_key, reason_key = process.quarantine_keys(KEY, content_hash)
+    name = hashlib.sha256(KEY.encode()).hexdigest()[:16] + "-" + content_hash[:12]
+    assert data_key == f"quarantine/screen_time/{name}.json"
+    assert local_stores.lake.read_bytes(data_key) == raw
+    reason = json.loads(local_stores.lake.read_bytes(reason_key))
+    assert reason["raw_key"] == KEY and reason["content_hash"] == content_hash
+    assert reason["codes"] == ["end_before_start"]
+    assert reason["problems"][0]["path"] == "sessions[0]"
+    assert dt.datetime.fromisoformat(reason["quarantined_at"]).timestamp() == NOW
+    assert local_stores.index.get("c0000042", "2026-11-01") is None
+    assert not local_stores.lake.exists(layout.processed_upload_key("c0000042", "2026-11-01"))
+
+    before = listing(local_stores)
+    again = process.process_upload(local_stores, KEY, now=NOW + 60)
+    assert again.status == "quarantined"
+    assert listing(local_stores) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("raw/screen_time/c1/2026-11-01.txt", "bad_key"),
+        ("raw/screen_time/c1/extra/2026-11-01.json", "bad_key"),
+        ("raw/screen_time/c1/2026-13-01.json", "bad_date"),
+        ("raw/screen_time/-rm -rf/2026-11-01.json", "unsafe_customer_id"),
+        ("raw/screen_time/" + "x" * 65 + "/2026-11-01.json", "unsafe_customer_id"),
+    ],
+)
+def test_bad_keys_are_quarantined_without_the_customer_id_in_the_name(
+    local_stores: Stores, key: str, code: str
+) -> None:
+    put(local_stores, key, upload_bytes(SESSIONS))
+    outcome = process.process_upload(local_stores, key, now=NOW)
+    assert (outcome.status, outcome.reason, outcome.customer_id) == ("quarantined", code, None)
+    keys = [info.key for info in local_stores.lake.list("quarantine/")]
+    assert len(keys) == 2
+    assert all(k.startswith("quarantine/screen_time/") and "/" not in k[23:] for k in keys)
+    assert list(local_stores.lake.list("processed/")) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("raw/screen_time/../2026-11-01.json", "unsafe_customer_id"),
+        ("raw/screen_time/../../etc/2026-11-01.json", "bad_key"),
+    ],
+)
+def test_key_escaping_the_lake_is_quarantined_without_reading(
+    local_stores: Stores, key: str, code: str
+) -> None:
+    outcome = process.process_upload(local_stores, key, now=NOW)
+    assert (outcome.status, outcome.reason) == ("quarantined", code)
+    keys = [info.key for info in local_stores.lake.list("quarantine/")]
+    assert len(keys) == 1 and keys[0].endswith(".reason.json")
+    reason = json.loads(local_stores.lake.read_bytes(keys[0]))
+    assert reason["raw_key"] == key and reason["raw_bytes"] == 0
+
+
+def test_generator_bad_uploads_are_all_quarantined_with_their_code(local_stores: Stores) -> None:
+    expected = {
+        "not_json": {"not_json"},
+        "truncated_json": {"truncated"},
+        "missing_field": {"schema"},
+        "wrong_type": {"schema", "negative_count"},
+        "negative_duration": {"end_before_start"},
+        "overlapping_sessions": {"overlap"},
+        "future_date": {"future_date"},
+        "customer_mismatch": {"key_mismatch"},
+        "oversize": {"oversize"},
+    }
+    end = dt.date.fromtimestamp(NOW)
+    for index in range(len(generate.BAD_UPLOAD_CASES)):
+        case, key, raw = generate.bad_upload(1, index, end, 5)
+        put(local_stores, key, raw)
+        outcome = process.process_upload(local_stores, key, now=NOW)
+        assert outcome.status == "quarantined", case
+        assert set(outcome.reason.split(",")) & expected[case], (case, outcome.reason)
+
+
+# ---- entry points -------------------------------------------------------------------------------
+
+
+def test_s3_event_with_url_encoded_keys(local_stores: Stores) -> None:
+    good = put(local_stores, "raw/screen_time/c-1/2026-11-01.json", upload_bytes(SESSIONS, "c-1"))
+    bad = put(local_stores, "raw/screen_time/bad id/2026-11-01.json", upload_bytes(SESSIONS))
+
+    def record(key: str, name: str = "ObjectCreated:Put", *, encoded: str | None = None) -> dict:
+        encoded = encoded or urllib.parse.quote_plus(key, safe="/")
+        return {"eventName": name, "s3": {"bucket": {"name": "lake"}, "object": {"key": encoded}}}
+
+    assert record(bad)["s3"]["object"]["key"] == "raw/screen_time/bad+id/2026-11-01.json"
+    event = {
+        "Records": [
+            record(good, encoded="raw%2Fscreen_time%2Fc%2D1%2F2026-11-01.json"),
+            record(bad),
+            record(good, "ObjectRemoved:Delete"),
+            record("raw/events/pageview/2026/11/01/08/b.jsonl"),
+            record("raw/screen_time/c2/2026-11-01.json"),  # announced, then deleted
+        ]
+    }
+    outcomes = process.handle_s3_event(event, local_stores)
+    assert [(o.raw_key, o.status, o.reason) for o in outcomes] == [
+        (good, "processed", None),
+        (bad, "quarantined", "unsafe_customer_id"),
+    ]
+    assert local_stores.index.get("c-1", "2026-11-01") is not None
+
+
+class CountingLake:
+    """Counts raw reads, to show process_pending skips what it already handled."""
+
+    def __init__(self, lake: Any) -> None:
+        self._lake = lake
+        self.reads: list[str] = []
+
+    def read_bytes(self, key: str) -> bytes:
+        self.reads.append(key)
+        return self._lake.read_bytes(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lake, name)
+
+
+def age(settings_: DataSettings, key: str, seconds: float) -> None:
+    path = settings_.lake_root / key
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
+def test_process_pending_drains_then_skips_without_reading(
+    local_stores: Stores, local_settings: DataSettings
+) -> None:
+    keys = [
+        put(
+            local_stores,
+            f"raw/screen_time/c{n}/2026-11-0{d}.json",
+            upload_bytes([], f"c{n}", DAY.replace(day=d)),
+        )
+        for n in range(3)
+        for d in (1, 2)
+    ]
+    bad = put(local_stores, "raw/screen_time/c9/2026-11-01.json", b"{nope")
+    for key in [*keys, bad]:
+        age(local_settings, key, 3600)
+    seen: list[str] = []
+    summary = process.process_pending(local_stores, progress=lambda o: seen.append(o.raw_key))
+    assert (summary.processed, summary.quarantined, summary.handled) == (6, 1, 7)
+    assert summary.quarantined_by_reason == {"not_json": 1}
+    assert sorted(seen) == sorted([*keys, bad])
+
+    counting = CountingLake(local_stores.lake)
+    stores = dataclasses.replace(local_stores, lake=counting)
+    again = process.process_pending(stores)
+    assert (again.unchanged, again.handled, counting.reads) == (7, 0, [])
+
+    # A corrected re-upload is newer than its record: read, hashed and replaced.
+    put(local_stores, keys[0], upload_bytes(SESSIONS, "c0"))
+    third = process.process_pending(stores)
+    assert (third.replaced, third.unchanged, counting.reads) == (1, 6, [keys[0]])
+
+
+def test_process_pending_rehashes_recent_objects_and_finds_duplicates(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_pending(local_stores)
+    again = process.process_pending(local_stores)  # modified within the slack of uploaded_at
+    assert (again.duplicate, again.processed, again.unchanged) == (1, 0, 0)
+
+
+def test_process_upload_refuses_keys_outside_screen_time(local_stores: Stores) -> None:
+    with pytest.raises(ValueError, match="not a screen-time upload key"):
+        process.process_upload(local_stores, "raw/events/x.json")

@@ -1,0 +1,151 @@
+"""Reconcile: passes on a clean run, names what is missing when something is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow as pa
+
+from data_access import layout
+from data_access.stores import Stores
+from pipeline import events, process
+from pipeline.reconcile import reconcile
+
+NOW = dt.datetime(2026, 11, 10, tzinfo=dt.UTC).timestamp()
+
+
+def upload(customer_id: str, date: str, sessions: list[tuple[str, str]]) -> bytes:
+    body = {
+        "schema_version": 1,
+        "customer_id": customer_id,
+        "date": date,
+        "timezone": "UTC",
+        "device": {"device_id": "d", "model": "m", "os": "o", "agent_version": "1"},
+        "sessions": [
+            {
+                "app_id": "com.example.app",
+                "app_name": "App",
+                "category": "Social",
+                "start": f"{date}T{start}",
+                "end": f"{date}T{end}",
+                "pickups": 1,
+                "notifications": 0,
+            }
+            for start, end in sessions
+        ],
+    }
+    return json.dumps(body).encode()
+
+
+def pageview(event_id: str, hour: int) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": "pageview",
+            "ts": f"2026-11-01T{hour:02d}:10:00Z",
+            "user_id": "u1",
+            "session_id": "s1",
+            "page": "/",
+            "referrer": "",
+        }
+    ).encode()
+
+
+def seed(stores: Stores) -> None:
+    lake = stores.lake
+    for customer in ("c1", "c2"):
+        for date in ("2026-11-01", "2026-11-02"):
+            lake.write_bytes(
+                layout.raw_upload_key(customer, date),
+                upload(customer, date, [("08:00:00", "08:30:00"), ("23:00:00", "23:59:59")]),
+            )
+    lake.write_bytes(layout.raw_upload_key("c3", "2026-11-01"), b'{"schema_version": 1, "cu')
+    lake.write_bytes(
+        layout.raw_upload_key("c4", "2026-11-01"),
+        upload("c4", "2026-11-01", [("09:00:00", "08:00:00")]),
+    )
+    lake.write_bytes(
+        "raw/events/pageview/2026/11/01/08/a.jsonl",
+        b"\n".join([pageview("e1", 8), pageview("e2", 8), pageview("e1", 8), b"oops"]),
+    )
+    lake.write_bytes("raw/events/pageview/2026/11/01/09/a.jsonl", pageview("e3", 9))
+
+
+def run_pipeline(stores: Stores) -> None:
+    process.process_pending(stores)
+    events.compact_events(stores, now=NOW)
+
+
+def test_clean_run_reconciles_with_counts(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    report = reconcile(local_stores)
+
+    assert report.ok, report.problems()
+    assert (report.raw_uploads, report.processed, report.quarantined) == (6, 4, 2)
+    assert report.quarantined_by_reason == {"truncated": 1, "end_before_start": 1}
+    assert (report.events_raw_lines, report.events_processed_rows) == (5, 3)
+    assert (report.events_quarantined, report.events_duplicates_collapsed) == (1, 1)
+    assert report.problems() == []
+
+
+def test_deleted_processed_file_is_reported_missing(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    gone = layout.processed_upload_key("c2", "2026-11-02")
+    local_stores.lake.delete(gone)
+
+    report = reconcile(local_stores)
+    assert not report.ok
+    assert report.missing_objects == [gone]
+    assert report.processed == 3
+    assert any(gone in line for line in report.problems())
+
+
+def test_unprocessed_upload_and_lost_quarantine_are_unhandled(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    late = layout.raw_upload_key("c5", "2026-11-01")
+    local_stores.lake.write_bytes(late, upload("c5", "2026-11-01", []))
+    reasons = [i.key for i in local_stores.lake.list("quarantine/screen_time/")]
+    local_stores.lake.delete(next(k for k in reasons if k.endswith(".reason.json")))
+
+    report = reconcile(local_stores)
+    assert len(report.unhandled) == 2 and late in report.unhandled
+    assert report.quarantined == 1
+
+
+def test_changed_raw_bytes_are_unhandled_until_processed_again(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    key = layout.raw_upload_key("c1", "2026-11-01")
+    local_stores.lake.write_bytes(key, upload("c1", "2026-11-01", [("10:00:00", "10:05:00")]))
+    assert reconcile(local_stores).unhandled == [key]
+    process.process_upload(local_stores, key)
+    assert reconcile(local_stores).ok
+
+
+def test_orphaned_parquet_is_reported(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    orphan = layout.processed_upload_key("c9", "2026-11-01")
+    local_stores.lake.write_table(orphan, pa.table({"day": pa.array([], pa.date32())}))
+    assert reconcile(local_stores).orphaned_objects == [orphan]
+
+
+def test_event_problems_are_reported(local_stores: Stores) -> None:
+    seed(local_stores)
+    run_pipeline(local_stores)
+    lake = local_stores.lake
+    # An hour compacted, then lost; a bad line's reason lost; an id processed twice.
+    lake.delete(layout.events_key("pageview", "2026-11-01", 9))
+    lake.delete("quarantine/events/pageview/2026/11/01/08/a.4.reason.json")
+    copy = lake.read_table([layout.events_key("pageview", "2026-11-01", 8)])
+    lake.write_table(layout.events_key("pageview", "2026-11-02", 0), copy)
+
+    report = reconcile(local_stores)
+    assert report.events_missing == ["raw/events/pageview/2026/11/01/09/a.jsonl:1 e3"]
+    assert report.events_unquarantined == ["raw/events/pageview/2026/11/01/08/a.jsonl:4"]
+    assert sorted(report.events_duplicated) == ["pageview e1", "pageview e2"]
+    assert not report.ok
