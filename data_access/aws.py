@@ -6,7 +6,7 @@ request. Endpoints come from the settings (``AWS_ENDPOINT_URL_S3`` /
 ``AWS_ENDPOINT_URL_DYNAMODB``); credentials from the usual AWS chain.
 
 Cache items are ``{pk: key, v: zlib(value), ttl: epoch seconds}``. DynamoDB deletes expired
-items only eventually (DynamoDB Local barely at all), so ``get`` treats an item whose
+items only eventually (DynamoDB Local slowly), so ``get`` treats an item whose
 ``ttl`` has passed as a miss. DynamoDB refuses items over 400 KB: a value whose compressed
 body does not fit is not cached at all (``DynamoCacheTable.oversize_skipped`` counts them);
 the caller then reads Parquet, as on any miss. Cache values are query results, which
@@ -47,6 +47,7 @@ from data_access.stores import (
     Stores,
     StoreUnavailable,
     UploadRecord,
+    concat_tables,
 )
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ def botocore_config(settings: DataSettings, *, pool_size: int = 16) -> Config:
 
 def s3_client(settings: DataSettings, session: boto3.Session | None = None) -> Any:
     session = session or boto3.Session()
-    return session.client("s3", endpoint_url=settings.s3_endpoint, config=botocore_config(settings))
+    # SigV4 everywhere, presigned URLs included (botocore may still presign with SigV2).
+    config = botocore_config(settings).merge(Config(signature_version="s3v4"))
+    return session.client("s3", endpoint_url=settings.s3_endpoint, config=config)
 
 
 def dynamodb_client(settings: DataSettings, session: boto3.Session | None = None) -> Any:
@@ -154,8 +157,16 @@ def _check_key(key: str) -> str:
 
 
 class S3Lake:
-    """The lake in one S3 bucket: boto3 for objects, listing and presigning; pyarrow's
-    ``S3FileSystem`` (``filesystem``) for datasets that read column ranges."""
+    """The lake in one S3 bucket.
+
+    boto3 does objects, listing, deletes and presigning. ``read_table`` fetches each
+    Parquet object whole with one GET and parses it in memory, several keys at once: for
+    the ~2 KB per-customer-day objects that beats ``S3FileSystem``, which asks for the
+    size and the footer before the data (measured on SeaweedFS: 5.6 ms against 11 ms per
+    object; 60 objects in 137 ms on 8 threads, 204 ms on one, 285 ms via a pyarrow
+    dataset). ``filesystem`` is a pyarrow ``S3FileSystem`` for large scans that read
+    column ranges.
+    """
 
     def __init__(
         self,
@@ -184,25 +195,29 @@ class S3Lake:
     @property
     def filesystem(self) -> Any:
         """A pyarrow ``S3FileSystem`` for this endpoint; paths are f"{bucket}/{key}"."""
-        if self._filesystem is None:
-            from pyarrow import fs as pafs
-
-            options: dict[str, Any] = {
-                "region": self.settings.aws_region,
-                "connect_timeout": self.settings.connect_timeout_seconds,
-                "request_timeout": self.settings.read_timeout_seconds,
-                "retry_strategy": pafs.AwsStandardS3RetryStrategy(
-                    max_attempts=self.settings.max_attempts
-                ),
-            }
-            endpoint = self.settings.s3_endpoint
-            if endpoint:
-                # pyarrow ignores AWS_ENDPOINT_URL*: the endpoint must be passed explicitly.
-                scheme, _, host = endpoint.partition("://")
-                options["endpoint_override"] = host.rstrip("/") if host else endpoint
-                options["scheme"] = scheme if host else "https"
-            self._filesystem = pafs.S3FileSystem(**options)
+        with self._lock:
+            if self._filesystem is None:
+                self._filesystem = self._make_filesystem()
         return self._filesystem
+
+    def _make_filesystem(self) -> Any:
+        from pyarrow import fs as pafs
+
+        options: dict[str, Any] = {
+            "region": self.settings.aws_region,
+            "connect_timeout": self.settings.connect_timeout_seconds,
+            "request_timeout": self.settings.read_timeout_seconds,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(
+                max_attempts=self.settings.max_attempts
+            ),
+        }
+        endpoint = self.settings.s3_endpoint
+        if endpoint:
+            # pyarrow ignores AWS_ENDPOINT_URL*: the endpoint must be passed explicitly.
+            scheme, _, host = endpoint.partition("://")
+            options["endpoint_override"] = host.rstrip("/") if host else endpoint
+            options["scheme"] = scheme if host else "https"
+        return pafs.S3FileSystem(**options)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -274,18 +289,16 @@ class S3Lake:
             return None
         return pq.read_table(pa.BufferReader(data), columns=columns)
 
-    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+    def read_tables(
+        self, keys: list[str], columns: list[str] | None = None
+    ) -> list[pa.Table | None]:
         # S3 latency dominates small Parquet objects: fetch them concurrently, keep key order.
-        if len(keys) == 1:
-            tables = [self._read_one_table(keys[0], columns)]
-        else:
-            tables = list(
-                self._executor().map(lambda key: self._read_one_table(key, columns), keys)
-            )
-        present = [table for table in tables if table is not None]
-        if not present:
-            return pa.table({})
-        return pa.concat_tables(present, promote_options="permissive")
+        if len(keys) <= 1:
+            return [self._read_one_table(key, columns) for key in keys]
+        return list(self._executor().map(lambda key: self._read_one_table(key, columns), keys))
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        return concat_tables(self.read_tables(keys, columns))
 
     def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
         sink = io.BytesIO()
@@ -350,7 +363,7 @@ class DynamoCacheTable:
         except (BotoCoreError, ClientError) as exc:
             raise _unavailable(f"dynamodb cache get {self.table_name}", exc) from exc
         item = response.get("Item")
-        if item is None:
+        if item is None or "v" not in item or "ttl" not in item:
             return None
         # Expired but not yet swept is still a miss, as DynamoDB deletes only eventually.
         if float(item["ttl"]["N"]) <= self._clock():
@@ -587,8 +600,6 @@ class DynamoRecordStore:
     returns the same order on both backends. A document must fit in one 400 KB item.
     """
 
-    _NAMES = {"#kind": "kind", "#key": "key"}  # "key" is a DynamoDB reserved word
-
     def __init__(self, client: Any, table_name: str) -> None:
         self.client = client
         self.table_name = table_name
@@ -642,16 +653,18 @@ class DynamoRecordStore:
         if limit <= 0:
             return []
         condition = "#kind = :kind"
+        names = {"#kind": "kind"}
         values: dict[str, dict[str, str]] = {":kind": {"S": kind}}
         if prefix:  # begins_with refuses an empty string
             condition += " AND begins_with(#key, :prefix)"
+            names["#key"] = "key"  # "key" is a DynamoDB reserved word
             values[":prefix"] = {"S": prefix}
         found: list[tuple[str, dict]] = []
         start_key: dict | None = None
         while len(found) < limit:
             page_args: dict[str, Any] = {
                 "KeyConditionExpression": condition,
-                "ExpressionAttributeNames": self._NAMES,
+                "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
                 "ScanIndexForward": not newest_first,
                 "ConsistentRead": True,
@@ -667,14 +680,17 @@ class DynamoRecordStore:
         return found[:limit]
 
 
-def build_aws_stores(settings: DataSettings) -> Stores:
-    """The four stores on S3 and DynamoDB, sharing one DynamoDB client (clients are
-    thread-safe; sessions are not, so the session is used only here)."""
-    session = boto3.Session()
-    dynamodb = dynamodb_client(settings, session)
-    lake = S3Lake(settings.s3_bucket, settings, client=s3_client(settings, session))
+def build_aws_stores(
+    settings: DataSettings, *, s3: Any | None = None, dynamodb: Any | None = None
+) -> Stores:
+    """The stores on S3 and DynamoDB. Clients are thread-safe and shared by the stores;
+    pass ``s3``/``dynamodb`` to reuse clients (creating one costs a few hundred ms)."""
+    if s3 is None or dynamodb is None:
+        session = boto3.Session()  # sessions are not thread-safe: used only here
+        s3 = s3 or s3_client(settings, session)
+        dynamodb = dynamodb or dynamodb_client(settings, session)
     return Stores(
-        lake=lake,
+        lake=S3Lake(settings.s3_bucket, settings, client=s3),
         cache=DynamoCacheTable(dynamodb, CACHE_TABLE.table_name(settings)),
         index=DynamoMetadataIndex(dynamodb, INDEX_TABLE.table_name(settings)),
         state=DynamoStateStore(dynamodb, STATE_TABLE.table_name(settings)),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+
+# A customer id is part of every key: it must never be able to name another path.
+CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 RAW_SCREEN_TIME = "raw/screen_time/"
 PROCESSED_SCREEN_TIME = "processed/screen_time/"
@@ -13,6 +17,10 @@ RAW_METRICS = "raw/metrics/"
 PROCESSED_METRICS = "processed/metrics/"
 ROLLUP_SCREEN_TIME = "rollups/screen_time/"
 ROLLUP_BUSINESS = "rollups/business/"
+
+
+def is_safe_customer_id(value: object) -> bool:
+    return isinstance(value, str) and CUSTOMER_ID_PATTERN.fullmatch(value) is not None
 
 
 def raw_upload_key(customer_id: str, date: str) -> str:

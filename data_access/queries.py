@@ -556,3 +556,39 @@ class PipelineStatsQuery(Query):
                 {"metric": "latest_upload_at", "value": float(latest) if latest else float("nan")},
             ]
         )
+
+
+@dataclass(frozen=True)
+class LakeSummaryQuery(Query):
+    """Objects and bytes under each top-level prefix of the lake."""
+
+    kind: ClassVar[str] = "lake_summary"
+    prefixes: tuple[str, ...] = (
+        layout.RAW_SCREEN_TIME,
+        layout.PROCESSED_SCREEN_TIME,
+        layout.QUARANTINE_SCREEN_TIME,
+        layout.PROCESSED_EVENTS,
+        layout.PROCESSED_METRICS,
+        layout.ROLLUP_SCREEN_TIME,
+        layout.ROLLUP_BUSINESS,
+    )
+
+    def versions(self) -> list[str]:
+        return [
+            layout.VERSION_LATEST_UPLOAD,
+            layout.VERSION_QUARANTINE,
+            layout.VERSION_EVENTS,
+            layout.VERSION_METRICS,
+            layout.VERSION_SCREEN_TIME_ROLLUP,
+            layout.VERSION_BUSINESS_ROLLUP,
+        ]
+
+    def load(self, stores: Stores) -> pd.DataFrame:
+        rows = []
+        for prefix in self.prefixes:
+            objects = size = 0
+            for info in stores.lake.list(prefix):
+                objects += 1
+                size += info.size
+            rows.append({"prefix": prefix, "objects": objects, "bytes": size})
+        return pd.DataFrame(rows, columns=["prefix", "objects", "bytes"])

@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from data_access.layout import is_safe_customer_id
 
 SCHEMA_VERSION = 1
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -30,7 +31,6 @@ MAX_SESSION_COUNT = 10_000
 MAX_LENGTHS = {"app_id": 255, "app_name": 200, "category": 64}
 MAX_DETAIL_CHARS = 200
 
-CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 UPLOAD_FIELDS = frozenset(
     {"schema_version", "customer_id", "date", "timezone", "device", "sessions"}
 )
@@ -109,10 +109,6 @@ def show_value(value: object) -> str:
     """A bounded, printable rendering of untrusted input for a problem's detail."""
     text = json.dumps(value, ensure_ascii=True, default=str)
     return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 3] + "..."
-
-
-def is_safe_customer_id(value: object) -> bool:
-    return isinstance(value, str) and CUSTOMER_ID_PATTERN.fullmatch(value) is not None
 
 
 def parse_iso_date(value: object) -> dt.date | None:

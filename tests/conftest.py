@@ -10,7 +10,7 @@ from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import Stores
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.plugins.servers", "tests.plugins.oidc", "tests.plugins.browser"]
 
 
 @pytest.fixture

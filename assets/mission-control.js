@@ -1,0 +1,141 @@
+/* Clientside halves of Mission Control: poll gate, theme, tab visibility, live badge ages. */
+(function () {
+  "use strict";
+
+  var FONT = 'Inter, "Segoe UI", system-ui, -apple-system, Roboto, "Helvetica Neue", sans-serif';
+  var COLORWAY = ["#3b6fd4", "#f08a24", "#2aa876", "#e0474c", "#8e5bd6", "#1aa6b7", "#d6a21e",
+    "#d75fa5", "#7a8b99", "#5a9e3a"];
+
+  function template(ink, muted, grid, line, surface) {
+    var axis = {
+      gridcolor: grid, linecolor: line, tickcolor: line, zerolinecolor: grid,
+      tickfont: {color: muted}, title: {font: {color: muted}}
+    };
+    return {
+      layout: {
+        paper_bgcolor: "rgba(0,0,0,0)",
+        plot_bgcolor: "rgba(0,0,0,0)",
+        font: {family: FONT, color: ink, size: 13},
+        colorway: COLORWAY,
+        xaxis: axis,
+        yaxis: axis,
+        legend: {font: {color: muted}},
+        hoverlabel: {bgcolor: surface, bordercolor: line, font: {color: ink, family: FONT}}
+      },
+      data: {pie: [{marker: {line: {color: surface, width: 2}}}]}
+    };
+  }
+
+  var TEMPLATES = {
+    light: template("#1b2433", "#5b6678", "#e8ebf0", "#cfd5de", "#ffffff"),
+    dark: template("#e6eaf0", "#9aa4b2", "#2a3340", "#3a4452", "#161b22")
+  };
+
+  function resolveTheme(theme) {
+    if (theme === "dark" || theme === "light") {
+      return theme;
+    }
+    var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+    return dark ? "dark" : "light";
+  }
+
+  function pageVisible() {
+    return document.visibilityState !== "hidden";
+  }
+
+  var noUpdate = function () {
+    return window.dash_clientside.no_update;
+  };
+
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    mc: {
+      /* A panel gets a tick only when the tab is visible and its last answer is in. */
+      gate: function (nIntervals, visible, busy) {
+        if (busy || visible === false || !pageVisible()) {
+          return noUpdate();
+        }
+        return Date.now();
+      },
+
+      themeFigure: function (figure, theme) {
+        if (!figure) {
+          return [noUpdate(), noUpdate()];
+        }
+        var layout = Object.assign({}, figure.layout, {template: TEMPLATES[resolveTheme(theme)]});
+        return [Object.assign({}, figure, {layout: layout}), "mc-graph-frame"];
+      },
+
+      showDates: function (preset) {
+        return preset === "custom" ? "mc-range-dates" : "mc-range-dates d-none";
+      },
+
+      pollSchedule: function (value, visible) {
+        var ms = parseInt(value, 10);
+        if (!ms || ms <= 0) {
+          return [noUpdate(), true];
+        }
+        return [ms, visible === false];
+      },
+
+      toggleTheme: function (nClicks, theme) {
+        return resolveTheme(theme) === "dark" ? "light" : "dark";
+      },
+
+      applyTheme: function (theme) {
+        var resolved = resolveTheme(theme);
+        document.documentElement.setAttribute("data-bs-theme", resolved);
+        document.documentElement.setAttribute("data-ag-theme-mode", resolved);
+        return resolved === "dark" ? "Switch to the light theme" : "Switch to the dark theme";
+      },
+
+      navLinks: function (pathname, search, ids) {
+        var params = new URLSearchParams(search || "");
+        var range = params.get("range");
+        var suffix = range ? "?range=" + encodeURIComponent(range) : "";
+        var hrefs = ids.map(function (id) { return id.path + suffix; });
+        var classes = ids.map(function (id) {
+          var active = id.path === "/" ? pathname === "/" : (pathname || "").indexOf(id.path) === 0;
+          return active ? "mc-nav-link active" : "mc-nav-link";
+        });
+        return [hrefs, classes];
+      }
+    }
+  });
+
+  /* Polling pauses while the tab is hidden and resumes, with an immediate tick, when shown. */
+  document.addEventListener("visibilitychange", function () {
+    var clientside = window.dash_clientside;
+    if (clientside && typeof clientside.set_props === "function") {
+      clientside.set_props("mc-visible", {data: pageVisible()});
+    }
+  });
+
+  /* Badge ages keep counting between answers: "cache · 12 s ago" becomes "13 s ago". */
+  var seen = new WeakMap();
+
+  function ageText(seconds) {
+    if (seconds < 5) { return "just now"; }
+    if (seconds < 90) { return Math.floor(seconds) + " s ago"; }
+    if (seconds < 5400) { return Math.floor(seconds / 60) + " min ago"; }
+    if (seconds < 129600) { return Math.floor(seconds / 3600) + " h ago"; }
+    return Math.floor(seconds / 86400) + " d ago";
+  }
+
+  function tickAges() {
+    var now = Date.now();
+    document.querySelectorAll(".mc-age[data-age-s]").forEach(function (element) {
+      var raw = element.getAttribute("data-age-s");
+      var entry = seen.get(element);
+      if (!entry || entry.raw !== raw) {
+        entry = {raw: raw, base: parseFloat(raw) || 0, since: now};
+        seen.set(element, entry);
+      }
+      var text = ageText(entry.base + (now - entry.since) / 1000);
+      if (element.getAttribute("data-age") !== text) {
+        element.setAttribute("data-age", text);
+      }
+    });
+  }
+
+  window.setInterval(tickAges, 1000);
+})();

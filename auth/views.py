@@ -1,0 +1,193 @@
+"""Sign-in, callback, sign-out and the two admin pages, as one blueprint named ``auth``."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, abort, g, redirect, request, session, url_for
+from markupsafe import Markup
+
+from auth.alb import ALB_SESSION_COOKIE_PREFIX
+from auth.context import audit_as, auth_state, current_user, login_url, require_role
+from auth.oidc import SignInFailed
+from auth.pages import audit_table, claims_table, error_page, html_page, refusal_page
+from auth.roles import User, claim_at_path, resolve_role
+from auth.session import NEXT_KEY, end_session, safe_next, start_session
+
+log = logging.getLogger(__name__)
+
+FAILURE_TITLES = {
+    "cancelled": "Sign-in cancelled",
+    "state-mismatch": "Sign-in expired",
+    "provider-unreachable": "Identity provider unavailable",
+    "issuer-mismatch": "Sign-in misconfigured",
+}
+MAX_AUDIT_ROWS = 1000
+# The load balancer splits its session cookie into shards named -0, -1, ...
+ALB_COOKIE_SHARDS = 4
+
+
+def _external_url(endpoint: str) -> str:
+    """An absolute URL for one of our routes, on the host of OIDC_REDIRECT_URI if set."""
+    configured = auth_state().settings.oidc_redirect_uri
+    if configured:
+        parts = urlsplit(configured)
+        return f"{parts.scheme}://{parts.netloc}{url_for(endpoint)}"
+    return url_for(endpoint, _external=True)
+
+
+def _sign_in_failed(failure: SignInFailed, target: str) -> Response:
+    log.warning("sign-in failed (%s): %s", failure.reason, failure.detail or failure.message)
+    audit_as(None, "sign-in-failed", reason=failure.reason, detail=failure.detail)
+    return error_page(
+        FAILURE_TITLES.get(failure.reason, "Sign-in failed"),
+        failure.message,
+        status=failure.status,
+        retry_url=login_url(target),
+        reference=failure.reason,
+    )
+
+
+def login() -> Response:
+    state = auth_state()
+    target = safe_next(request.args.get("next"))
+    if current_user() is not None or state.oidc is None:
+        # Signed in already, or the load balancer / dev mode does the signing in.
+        return redirect(target)
+    session[NEXT_KEY] = target
+    try:
+        return state.oidc.begin(_external_url("auth.callback"))
+    except SignInFailed as failure:
+        return _sign_in_failed(failure, target)
+
+
+def callback() -> Response:
+    state = auth_state()
+    if state.oidc is None:
+        abort(404)
+    settings = state.settings
+    target = safe_next(session.get(NEXT_KEY))
+    try:
+        signed_in = state.oidc.finish()
+    except SignInFailed as failure:
+        return _sign_in_failed(failure, target)
+    claims = signed_in.claims
+    role = resolve_role(claims, settings.oidc_roles_claim, settings.role_map)
+    person = User(
+        subject=str(claims.get("sub", "")),
+        email=str(claims.get("email", "")),
+        name=str(claims.get("name", "")),
+        role=role or "",
+        claims=claims,
+    )
+    if role is None:
+        session.clear()
+        claim_value = claim_at_path(claims, settings.oidc_roles_claim)
+        log.warning(
+            "sign-in refused for %s: claim %s=%r maps to no role",
+            person.label,
+            settings.oidc_roles_claim,
+            claim_value,
+        )
+        audit_as(
+            person,
+            "refused",
+            reason="no mapped role",
+            claim=settings.oidc_roles_claim,
+            value=claim_value,
+        )
+        return refusal_page(
+            claim_path=settings.oidc_roles_claim,
+            claim_value=claim_value,
+            claims=claims,
+            retry_url=login_url(target),
+        )
+    session_id = start_session(person, now=state.clock(), id_token=signed_in.id_token)
+    g.user = person
+    audit_as(person, "sign-in", method="oidc", session=session_id[:8])
+    return redirect(target)
+
+
+def logout() -> Response:
+    state = auth_state()
+    user = current_user()
+    id_token = end_session()
+    g.user = None
+    if user is not None:
+        audit_as(user, "sign-out", method=state.settings.mode)
+    signed_out = url_for("auth.signed_out")
+    if state.oidc is not None and user is not None:
+        provider_logout = state.oidc.logout_url(id_token, _external_url("auth.signed_out"))
+        return redirect(provider_logout or signed_out)
+    if state.settings.mode == "alb":
+        response = redirect(state.settings.alb_logout_url or signed_out)
+        for shard in range(ALB_COOKIE_SHARDS):
+            response.delete_cookie(f"{ALB_SESSION_COOKIE_PREFIX}-{shard}", secure=True)
+        return response
+    return redirect(signed_out)
+
+
+def signed_out() -> Response:
+    return html_page(
+        "Signed out",
+        "You have signed out of Mission Control.",
+        links=[("Sign in again", url_for("auth.login"))],
+    )
+
+
+@require_role("admin")
+def whoami() -> Response:
+    user = current_user()
+    assert user is not None  # require_role let us through
+    settings = auth_state().settings
+    extra = Markup(
+        "<p>Mode <code>{}</code>. Role <strong>{}</strong>, read from claim <code>{}</code> "
+        "through ROLE_MAP.</p><h2>Claims</h2>"
+    ).format(settings.mode, user.role, settings.oidc_roles_claim) + claims_table(user.claims)
+    return html_page(
+        "Who am I",
+        f"Signed in as {user.name or user.label} ({user.label}).",
+        extra=extra,
+        links=[("Dashboard", "/"), ("Audit log", url_for("auth.audit_log"))],
+    )
+
+
+@require_role("admin")
+def audit_log() -> Response:
+    state = auth_state()
+    event = request.args.get("event", "").strip()
+    try:
+        limit = min(max(int(request.args.get("limit", "200")), 1), MAX_AUDIT_ROWS)
+    except ValueError:
+        limit = 200
+    try:
+        entries = state.audit_log.recent(MAX_AUDIT_ROWS if event else limit)
+    except Exception:
+        log.exception("audit store read failed")
+        return error_page(
+            "Audit log unavailable",
+            "The audit store cannot be read right now.",
+            status=503,
+            retry_url=request.full_path,
+        )
+    if event:
+        entries = [(key, entry) for key, entry in entries if entry.get("event") == event][:limit]
+    caption = f"Newest {len(entries)} entries" + (f" of event {event!r}" if event else "")
+    return html_page(
+        "Audit log",
+        caption,
+        extra=audit_table(entries),
+        links=[("Dashboard", "/"), ("Who am I", url_for("auth.whoami"))],
+    )
+
+
+def register_views(server: Flask) -> None:
+    blueprint = Blueprint("auth", __name__)
+    blueprint.add_url_rule("/login", "login", login, methods=["GET"])
+    blueprint.add_url_rule("/auth/callback", "callback", callback, methods=["GET"])
+    blueprint.add_url_rule("/logout", "logout", logout, methods=["GET", "POST"])
+    blueprint.add_url_rule("/signed-out", "signed_out", signed_out, methods=["GET"])
+    blueprint.add_url_rule("/auth/whoami", "whoami", whoami, methods=["GET"])
+    blueprint.add_url_rule("/admin/audit", "audit_log", audit_log, methods=["GET"])
+    server.register_blueprint(blueprint)

@@ -1,0 +1,186 @@
+"""App factory: settings from the environment, stores, data service, auth, pages."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dash
+from dash import dcc, html
+from flask import Flask, jsonify
+
+from auth.guard import current_user, init_auth, protect_dash_outputs
+from auth.settings import AuthSettings
+from dashboard import export
+from dashboard.components import controls, panel
+from dashboard.components.poll import PanelRunner
+from dashboard.observability import configure_logging, init_request_id
+from dashboard.readiness import ReadinessSettings, register_readiness
+from dashboard.settings import DashboardSettings
+from data_access.factory import build_stores
+from data_access.service import DataService
+from data_access.settings import DataSettings
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+# Sets the stored theme before the first paint, so a dark wall screen never flashes white.
+_THEME_BOOT = """<script>
+try {
+  var stored = JSON.parse(window.localStorage.getItem("mc-theme"));
+  var dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  var theme = stored === "dark" || stored === "light" ? stored : (dark ? "dark" : "light");
+  document.documentElement.setAttribute("data-bs-theme", theme);
+  document.documentElement.setAttribute("data-ag-theme-mode", theme);
+} catch (error) {}
+</script>"""
+
+INDEX_STRING = f"""<!DOCTYPE html>
+<html lang="en">
+    <head>
+        {{%metas%}}
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>{{%title%}}</title>
+        {_THEME_BOOT}
+        {{%favicon%}}
+        {{%css%}}
+    </head>
+    <body>
+        {{%app_entry%}}
+        <footer>
+            {{%config%}}
+            {{%scripts%}}
+            {{%renderer%}}
+        </footer>
+    </body>
+</html>"""
+
+
+# Component-id prefixes whose callbacks need the operator role (matched against dict ids' values).
+OPERATOR_OUTPUTS = {"customer-": "operator", "screen-customer": "operator"}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What callbacks need, handed to each page's ``register`` explicitly."""
+
+    data: DataService
+    settings: DashboardSettings
+    # The shared poll path: version check, floor, figure cache, degraded answers.
+    panels: PanelRunner
+
+
+def create_app(env: Mapping[str, str] | None = None) -> Flask:
+    env = os.environ if env is None else env
+    data_settings = DataSettings.from_env(env)
+    dashboard_settings = DashboardSettings.from_env(env)
+    auth_settings = AuthSettings.from_env(env)
+
+    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    server = Flask(__name__)
+    init_request_id(server)
+    stores = build_stores(data_settings)
+    init_auth(server, auth_settings, stores.records)
+    register_readiness(server, stores, ReadinessSettings.from_auth(auth_settings))
+
+    data = DataService(stores, data_settings)
+    services = Services(
+        data=data,
+        settings=dashboard_settings,
+        panels=panel.new_runner(
+            data,
+            floor_seconds=dashboard_settings.refresh_floor_ms / 1000,
+            figure_cache_items=dashboard_settings.figure_cache_items,
+        ),
+    )
+
+    @server.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    app = dash.Dash(
+        __name__,
+        server=server,
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS),
+        title=dashboard_settings.title,
+        # Bootstrap is served from assets/: the dashboard works without reaching a CDN.
+        external_stylesheets=[],
+        index_string=INDEX_STRING,
+        suppress_callback_exceptions=True,
+    )
+    from dashboard.pages import health, lake, overview, revenue, screen_time
+
+    for page in (overview, screen_time, revenue, health, lake):
+        page.register(app, services)
+    controls.register(app)
+    panel.register_clientside(app)
+    server.register_blueprint(export.blueprint(services))
+    # Per-customer rows are for operators; viewers see the fleet and business aggregates.
+    protect_dash_outputs(server, OPERATOR_OUTPUTS)
+    app.layout = _shell(dashboard_settings, auth_settings)
+    server.extensions["mission_control"] = services
+    return server
+
+
+def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
+    def layout():
+        user = current_user()
+        banner = None
+        if auth_settings.mode == "dev":
+            banner = html.Div(
+                "Development sign-in: no identity provider, local user only.",
+                className="mc-dev-banner",
+            )
+        pages = list(dash.page_registry.values())  # sorted by each page's order
+        header = html.Header(
+            html.Div(
+                [
+                    html.A(
+                        [html.Span(className="mc-logo"), html.Span(settings.title)],
+                        href="/",
+                        className="mc-brand",
+                    ),
+                    controls.nav_links(pages),
+                    html.Div(
+                        [
+                            controls.refresh_picker(
+                                settings.refresh_choices_ms, settings.refresh_default_ms
+                            ),
+                            controls.theme_toggle(),
+                            html.Span(
+                                user.name or user.email if user else "",
+                                className="mc-user",
+                                title=user.email if user else "",
+                            ),
+                        ],
+                        className="mc-header-tools",
+                    ),
+                ],
+                className="mc-header-inner",
+            ),
+            className="mc-header",
+        )
+        return html.Div(
+            [
+                banner,
+                header,
+                html.Main(dash.page_container, className="mc-main"),
+                dcc.Location(id=controls.URL_ID, refresh="callback-nav"),
+                dcc.Interval(
+                    id=panel.POLL_ID,
+                    interval=settings.refresh_default_ms or max(settings.refresh_choices_ms),
+                    disabled=settings.refresh_default_ms == 0,
+                ),
+                dcc.Store(id=panel.VISIBLE_ID, data=True),
+                # One id per page load, i.e. per browser tab: the server's poll floor is per tab.
+                dcc.Store(id=panel.CLIENT_ID, data=uuid.uuid4().hex),
+                dcc.Store(id=panel.THEME_ID, storage_type="local"),
+            ],
+            className="mc-app",
+        )
+
+    return layout

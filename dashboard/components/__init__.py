@@ -1,0 +1,1 @@
+"""Building blocks shared by the pages: panels, the poll path, shell controls, URL state."""

@@ -1,0 +1,324 @@
+"""A panel: a card with a title, a provenance badge, a status line, an export link and a body.
+
+Every panel has the same hidden parts, addressed by ``{"type": "mc-<part>", "panel": name}``:
+``tick`` (written by the poll gate), ``busy`` (set while its callback runs, so ticks never
+overlap), ``version`` (the data version on screen) and, for charts, ``figure`` (the
+theme-free figure dict; a clientside callback applies the light or dark template).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import dash
+import dash_ag_grid as dag
+import dash_bootstrap_components as dbc
+from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from dashboard.components.poll import PanelRunner, age_text
+from dashboard.components.url_state import ViewState
+from dashboard.export import export_href, sort_from_column_state
+
+log = logging.getLogger(__name__)
+
+ContentKind = Literal["figure", "tiles", "grid"]
+CLIENT_ID = "mc-client"
+STATE_ID = "mc-state"
+THEME_ID = "mc-theme"
+POLL_ID = "mc-poll"
+VISIBLE_ID = "mc-visible"
+
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
+
+
+def part(panel: str, name: str) -> dict[str, str]:
+    return {"type": f"mc-{name}", "panel": panel}
+
+
+# ---- rendering of the badge and status line --------------------------------------------------
+
+
+def render_badge(props: dict) -> Any:
+    """The provenance badge: tier dot, tier, and an age the browser keeps counting."""
+    if not props:
+        return None
+    age = props.get("age")
+    children: list[Any] = [html.Span(className="mc-dot"), html.Span(props["label"])]
+    if age is not None:
+        children.append(
+            html.Span(className="mc-age", **{"data-age-s": age, "data-age": age_text(age)})
+        )
+    return html.Span(
+        children, className=f"mc-badge mc-tier-{props['tier']}", title=props.get("title", "")
+    )
+
+
+def render_status(message: str | None) -> Any:
+    if not message:
+        return None
+    return html.Div([html.Span("!", className="mc-status-icon"), message], className="mc-status")
+
+
+_ARROWS = {"up": "\u25b2", "down": "\u25bc", "flat": "\u25c6", "none": ""}
+
+
+def render_tiles(tiles: list[dict]) -> list[Any]:
+    """Number tiles from ``figures.kpi_tiles``/``fleet_tiles`` data, as grid columns."""
+    width = 12 // max(1, min(len(tiles), 6))
+    return [
+        dbc.Col(
+            html.Div(
+                [
+                    html.Div(tile["label"], className="mc-tile-label"),
+                    html.Div(tile["value"], className="mc-tile-value"),
+                    html.Div(
+                        [
+                            html.Span(
+                                f"{_ARROWS[tile['direction']]} {tile['change']}".strip(),
+                                className=f"mc-change mc-change-{tile['direction']}",
+                            )
+                            if tile["change"]
+                            else None,
+                            html.Span(
+                                f"vs {tile['previous']}"
+                                if tile["change"] and tile["direction"] != "none"
+                                else tile["previous"],
+                                className="mc-tile-note",
+                            ),
+                        ],
+                        className="mc-tile-foot",
+                    ),
+                ],
+                className="mc-tile",
+                id=f"tile-{tile['metric']}",
+            ),
+            xs=6,
+            md=4,
+            xl=width,
+        )
+        for tile in tiles
+    ]
+
+
+def new_runner(data, *, floor_seconds: float, figure_cache_items: int) -> PanelRunner:
+    return PanelRunner(
+        data,
+        floor_seconds=floor_seconds,
+        figure_cache_items=figure_cache_items,
+        render_badge=render_badge,
+        render_status=render_status,
+    )
+
+
+# ---- layout -----------------------------------------------------------------------------------
+
+
+def _hidden_parts(panel: str, kind: ContentKind) -> list[Any]:
+    stores = [
+        dcc.Store(id=part(panel, "tick"), data=0),
+        dcc.Store(id=part(panel, "busy"), data=False),
+        dcc.Store(id=part(panel, "version"), data=None),
+    ]
+    if kind == "figure":
+        stores.append(dcc.Store(id=part(panel, "figure"), data=None))
+    return stores
+
+
+def graph_body(panel: str, *, height: int = 320) -> Any:
+    # The frame shimmers until the first figure arrives (dcc.Graph ignores className changes).
+    return html.Div(
+        dcc.Graph(
+            id=part(panel, "graph"),
+            figure={"data": [], "layout": {}},
+            config=GRAPH_CONFIG,
+            className="mc-graph",
+            style={"height": f"{height}px"},
+        ),
+        id=part(panel, "frame"),
+        className="mc-graph-frame mc-skeleton",
+    )
+
+
+def tiles_body(panel: str, *, count: int) -> Any:
+    placeholders = [
+        dbc.Col(html.Div(className="mc-tile mc-skeleton"), xs=6, md=4, xl=12 // min(count, 6))
+        for _ in range(count)
+    ]
+    return dbc.Row(placeholders, id=part(panel, "content"), className="g-3")
+
+
+def grid_body(
+    panel: str,
+    columns: list[dict],
+    *,
+    height: int = 420,
+    row_id: str | None = None,
+) -> Any:
+    options: dict[str, Any] = {
+        "pagination": True,
+        "paginationAutoPageSize": True,
+        "animateRows": False,
+        "enableCellTextSelection": True,
+        "localeText": {"noRowsToShow": "No rows for this selection"},
+    }
+    return dag.AgGrid(
+        id=part(panel, "grid"),
+        columnDefs=columns,
+        rowData=None,
+        defaultColDef={
+            "sortable": True,
+            "filter": True,
+            "resizable": True,
+            "floatingFilter": True,
+            "minWidth": 110,
+        },
+        columnSize="responsiveSizeToFit",
+        dashGridOptions=options,
+        getRowId=f"params.data.{row_id}" if row_id else None,
+        className="mc-grid",
+        style={"height": f"{height}px", "width": "100%"},
+    )
+
+
+def panel_card(
+    panel: str,
+    title: str,
+    body: Any,
+    *,
+    kind: ContentKind,
+    subtitle: str | None = None,
+    export_href: str | None = None,
+    class_name: str = "",
+) -> Any:
+    """A panel card. ``export_href`` adds a CSV link (a grid panel updates it as it filters)."""
+    header_right: list[Any] = [html.Span(id=part(panel, "badge"), className="mc-badge-slot")]
+    if export_href is not None:
+        header_right.append(
+            html.A(
+                "CSV",
+                id=part(panel, "export"),
+                href=export_href,
+                className="mc-export",
+                title="Download what this panel shows as CSV",
+            )
+        )
+    header = html.Div(
+        [
+            html.Div(
+                [
+                    html.H2(title, className="mc-panel-title"),
+                    html.Div(subtitle, className="mc-panel-subtitle") if subtitle else None,
+                ]
+            ),
+            html.Div(header_right, className="mc-panel-tools"),
+        ],
+        className="mc-panel-header",
+    )
+    return html.Section(
+        [
+            header,
+            html.Div(id=part(panel, "status"), className="mc-status-slot"),
+            html.Div(body, className="mc-panel-body"),
+            *_hidden_parts(panel, kind),
+        ],
+        className=f"mc-panel {class_name}".strip(),
+        id=f"panel-{panel}",
+    )
+
+
+# ---- callbacks --------------------------------------------------------------------------------
+
+
+def _content_output(panel: str, kind: ContentKind) -> Output:
+    if kind == "figure":
+        return Output(part(panel, "figure"), "data")
+    if kind == "grid":
+        return Output(part(panel, "grid"), "rowData")
+    return Output(part(panel, "content"), "children")
+
+
+def panel_callback(
+    app: dash.Dash,
+    runner: PanelRunner,
+    panel: str,
+    kind: ContentKind,
+    *extra: State | Input,
+) -> Callable[[Callable[..., tuple]], Callable[..., tuple]]:
+    """Register a panel's poll callback.
+
+    The decorated function receives ``(tick, shown_version, client_id, view_state, *extra)``
+    and returns ``PanelAnswer.outputs()``. It runs when the panel first renders and on each
+    tick the gate lets through; anything it raises becomes a degraded panel, never an error.
+    """
+
+    def decorator(function: Callable[..., tuple]) -> Callable[..., tuple]:
+        @functools.wraps(function)
+        def guarded(*args: Any) -> tuple:
+            try:
+                outputs = function(*args)
+            except Exception:
+                log.exception("panel %s callback failed", panel)
+                return runner.degraded("This panel could not be updated.").outputs()
+            if all(value is no_update for value in outputs):
+                raise PreventUpdate  # the cheapest answer: 204, no body
+            return outputs
+
+        app.callback(
+            _content_output(panel, kind),
+            Output(part(panel, "version"), "data"),
+            Output(part(panel, "badge"), "children"),
+            Output(part(panel, "status"), "children"),
+            Input(part(panel, "tick"), "data"),
+            State(part(panel, "version"), "data"),
+            State(CLIENT_ID, "data"),
+            State(STATE_ID, "data"),
+            *extra,
+            running=[(Output(part(panel, "busy"), "data"), True, False)],
+        )(guarded)
+        return function
+
+    return decorator
+
+
+def register_grid_export(app: dash.Dash, panel: str, view_name: str) -> None:
+    """Keep a grid panel's CSV link equal to what the grid shows: same filter, same sort."""
+
+    @app.callback(
+        Output(part(panel, "export"), "href"),
+        Input(part(panel, "grid"), "filterModel"),
+        Input(part(panel, "grid"), "columnState"),
+        State(STATE_ID, "data"),
+        prevent_initial_call=True,
+    )
+    def export_link(filter_model, column_state, state):
+        view = ViewState.from_store(state)
+        return export_href(
+            view_name,
+            view,
+            filter_model=filter_model or None,
+            sort=sort_from_column_state(column_state),
+        )
+
+
+def register_clientside(app: dash.Dash) -> None:
+    """The clientside halves every panel shares; registered once per app."""
+    # A tick reaches a panel only when the tab is visible and its previous answer is in.
+    app.clientside_callback(
+        ClientsideFunction("mc", "gate"),
+        Output({"type": "mc-tick", "panel": dash.MATCH}, "data"),
+        Input(POLL_ID, "n_intervals"),
+        Input(VISIBLE_ID, "data"),
+        State({"type": "mc-busy", "panel": dash.MATCH}, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        ClientsideFunction("mc", "themeFigure"),
+        Output({"type": "mc-graph", "panel": dash.MATCH}, "figure"),
+        Output({"type": "mc-frame", "panel": dash.MATCH}, "className"),
+        Input({"type": "mc-figure", "panel": dash.MATCH}, "data"),
+        Input(THEME_ID, "data"),
+    )

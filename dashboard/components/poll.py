@@ -1,0 +1,234 @@
+"""The poll path every panel shares: version check, floor, fetch, build once per version.
+
+A panel callback hands ``PanelRunner.answer`` its query, the version it shows and a pure
+builder. An unchanged version answers ``no_update`` without touching the data; a changed one
+fetches (cache first) and builds, and the built output is kept per (builder, query, version)
+so many operators polling the same view share one build. Any failure becomes a degraded
+message on the panel, never an exception out of the callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from dash import no_update
+
+from data_access.queries import Query
+from data_access.service import DataService, NoData, Provenance
+
+log = logging.getLogger(__name__)
+
+TIER_LABELS = {"memory": "memory", "cache": "cache", "lake": "lake", "stale": "stale"}
+
+
+def age_text(seconds: float) -> str:
+    if seconds < 5:
+        return "just now"
+    if seconds < 90:
+        return f"{int(seconds)} s ago"
+    if seconds < 90 * 60:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def provenance_label(provenance: Provenance, now: float) -> str:
+    """Tier and age, e.g. ``cache · 12 s ago``."""
+    return f"{TIER_LABELS.get(provenance.tier, provenance.tier)} · {age_text(provenance.age(now))}"
+
+
+class FigureCache:
+    """A small thread-safe LRU of built outputs, with hit and miss counts."""
+
+    def __init__(self, max_items: int) -> None:
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._max = max_items
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            self.misses += 1
+        # Build outside the lock: two racing builds of one key produce equal values.
+        value = build()
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PollFloor:
+    """At most one answered poll per (browser tab, panel) within ``floor_seconds``.
+
+    Held per process: with several gunicorn workers each enforces it for the polls it sees.
+    """
+
+    def __init__(
+        self,
+        floor_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 50_000,
+    ) -> None:
+        self._floor = floor_seconds
+        self._clock = clock
+        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def allow(self, client_id: str, panel: str) -> bool:
+        """True, and remembered, unless this tab's last answered poll of the panel is too recent."""
+        now = self._clock()
+        key = (client_id, panel)
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._floor:
+                return False
+            self._last[key] = now
+            self._last.move_to_end(key)
+            while len(self._last) > self._max:
+                self._last.popitem(last=False)
+            return True
+
+
+@dataclass(frozen=True)
+class PanelAnswer:
+    """What a panel callback returns: content, the version shown, badge and status text."""
+
+    content: Any
+    version: Any
+    badge: Any
+    status: Any
+
+    def outputs(self) -> tuple[Any, Any, Any, Any]:
+        return self.content, self.version, self.badge, self.status
+
+    @property
+    def unchanged(self) -> bool:
+        return all(
+            value is no_update for value in (self.content, self.version, self.badge, self.status)
+        )
+
+
+NOTHING_NEW = PanelAnswer(no_update, no_update, no_update, no_update)
+
+
+def badge_props(provenance: Provenance | None, now: float, problem: str | None = None) -> dict:
+    """Plain data for the provenance badge; ``components.panel.badge`` renders it."""
+    if provenance is None:
+        return {"tier": "error", "label": "unavailable", "age": None, "title": problem or ""}
+    issue = problem or provenance.problem
+    return {
+        "tier": "stale" if issue else provenance.tier,
+        "label": TIER_LABELS.get(provenance.tier, provenance.tier),
+        "age": round(provenance.age(now), 1),
+        "title": (
+            f"Read from the lake {age_text(provenance.age(now))}; data version "
+            f"{provenance.version}" + (f"; {issue}" if issue else "")
+        ),
+    }
+
+
+class PanelRunner:
+    """Answers panel polls for every page; one per app, shared by all callbacks."""
+
+    def __init__(
+        self,
+        data: DataService,
+        *,
+        floor_seconds: float,
+        figure_cache_items: int,
+        render_badge: Callable[[dict], Any],
+        render_status: Callable[[str | None], Any],
+        clock: Callable[[], float] = time.time,
+        floor_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.data = data
+        self.figures = FigureCache(figure_cache_items)
+        self.floor = PollFloor(floor_seconds, clock=floor_clock)
+        self._render_badge = render_badge
+        self._render_status = render_status
+        self._clock = clock
+
+    def answer(
+        self,
+        panel: str,
+        query: Query | None,
+        shown_version: str | None,
+        client_id: str | None,
+        build: Callable[[pd.DataFrame], Any],
+        *,
+        build_key: Hashable = (),
+    ) -> PanelAnswer:
+        """Answer one poll of ``panel``.
+
+        ``query`` None means the view lacks a selection (e.g. no customer chosen): nothing to
+        show. ``build_key`` adds builder arguments (e.g. a highlighted day) to the figure cache
+        key.
+        """
+        if query is None:
+            return PanelAnswer(no_update, None, None, None)
+        # A panel that shows nothing yet (first render, new selection) is always answered.
+        if shown_version is not None and not self.floor.allow(client_id or "-", panel):
+            return NOTHING_NEW
+        if shown_version is None and client_id:
+            self.floor.allow(client_id, panel)
+        try:
+            version = self.data.version(query)
+            if shown_version is not None and version == shown_version and version != "unknown":
+                return NOTHING_NEW
+            result = self.data.fetch(query)
+            provenance = result.provenance
+            if provenance.version == "unknown":
+                content = build(result.data)  # no version to key a reusable figure on
+            else:
+                key = (panel, build_key, DataService.cache_key(query, provenance.version))
+                content = self.figures.get_or_build(key, lambda: build(result.data))
+        except NoData as exc:
+            log.warning("panel %s has no data: %s", panel, exc)
+            return self.degraded(f"No data: {exc}. Showing the last view; retrying.")
+        except Exception:
+            # A broken panel must not take the page down: log it, keep what is on screen.
+            log.exception("panel %s failed", panel)
+            return self.degraded("This panel could not be updated. Showing the last view.")
+        now = self._clock()
+        status = None
+        if provenance.problem:
+            status = (
+                f"Degraded: {provenance.problem}. "
+                f"Showing data read {age_text(provenance.age(now))}."
+            )
+        # A stale answer never matches a real version, so the next poll tries the lake again.
+        shown = f"stale:{provenance.version}" if provenance.tier == "stale" else provenance.version
+        return PanelAnswer(
+            content,
+            shown,
+            self._render_badge(badge_props(provenance, now)),
+            self._render_status(status),
+        )
+
+    def degraded(self, message: str) -> PanelAnswer:
+        return PanelAnswer(
+            no_update,
+            no_update,
+            self._render_badge(badge_props(None, self._clock(), message)),
+            self._render_status(message),
+        )

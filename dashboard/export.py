@@ -1,0 +1,438 @@
+"""CSV export of what a panel shows: ``GET /export/<view>.csv?<the page's parameters>``.
+
+The parameters are the page's own (range, customer, day, week, category) plus, for grids,
+the grid's filter model (``filter``, AG Grid JSON) and sort (``sort``, ``[{"colId", "sort"}]``),
+applied here with pandas the way the grid applies them.
+
+Format choices:
+- RFC 4180: comma, double-quote quoting, CRLF line ends, a header row.
+- UTF-8 with a byte order mark, because the operators' spreadsheet (Excel) reads a CSV
+  without one in the local 8-bit code page and garbles non-ASCII names; pandas
+  (``encoding="utf-8-sig"``) and most CSV readers skip the mark.
+- Formula neutralisation: a text cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets
+  a leading ``'`` so a spreadsheet shows it instead of evaluating it. Numbers stay numbers.
+- Row limit: an export over ``EXPORT_ROW_LIMIT`` rows is refused with 413 and a message that
+  gives the count and the limit; a silently truncated file would pass for the whole data.
+- Bad parameters answer 400 with the reason; nothing here answers 500 for user input.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+from flask import Blueprint, Response, request, stream_with_context
+
+from auth.guard import audit, require_role
+from dashboard import figures
+from dashboard.components.url_state import (
+    BadParameter,
+    ViewState,
+    parse_view_state,
+)
+from data_access.queries import (
+    CustomerDayQuery,
+    CustomerSessionsQuery,
+    CustomerTrendQuery,
+    DailyBusinessQuery,
+    FleetAppsQuery,
+    FleetDailyQuery,
+    FleetHoursQuery,
+    KpiSummaryQuery,
+    OrdersQuery,
+    Query,
+    TopProductsQuery,
+    WeeklyRevenueQuery,
+)
+from data_access.service import NoData
+
+if TYPE_CHECKING:
+    from dashboard.app import Services
+
+log = logging.getLogger(__name__)
+
+BOM = "\ufeff"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+GRID_PARAMS = ("filter", "sort")
+ALLOWED_PARAMS = frozenset({"range", "customer", "day", "week", "category", *GRID_PARAMS})
+CHUNK_ROWS = 1000
+MAX_FILTER_CHARS = 20_000
+
+
+class ExportRefused(Exception):
+    """An export that cannot be served as asked; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---- views ------------------------------------------------------------------------------------
+
+
+def _need(view: ViewState, *names: str) -> None:
+    missing = [name for name in names if getattr(view, name) is None]
+    if missing:
+        raise BadParameter(f"this export needs {', '.join(missing)}")
+
+
+def _customer_trend(view: ViewState) -> Query:
+    _need(view, "customer")
+    return CustomerTrendQuery(view.start, view.end, customer_id=view.customer or "")
+
+
+def _customer_day(view: ViewState) -> Query:
+    _need(view, "customer", "day")
+    return CustomerDayQuery(view.customer or "", view.day or view.end)
+
+
+def _customer_sessions(view: ViewState) -> Query:
+    _need(view, "customer", "day")
+    return CustomerSessionsQuery(view.customer or "", view.day or view.end)
+
+
+def orders_query(view: ViewState) -> Query:
+    """The orders a revenue page shows: the selected week (Monday to Sunday), else the range."""
+    if view.week is not None:
+        return OrdersQuery(view.week, view.week + dt.timedelta(days=6), view.category or "")
+    return OrdersQuery(view.start, view.end, view.category or "")
+
+
+def _category_revenue(products: pd.DataFrame) -> pd.DataFrame:
+    if products.empty:
+        return pd.DataFrame({"category": [], "revenue": [], "orders": []})
+    out = products.groupby("category", as_index=False)[["revenue", "orders"]].sum()
+    return out.sort_values("revenue", ascending=False).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ExportView:
+    query: Callable[[ViewState], Query]
+    # Which page parameters the view depends on, for the file name.
+    params: tuple[str, ...] = ("range",)
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+
+
+EXPORT_VIEWS: dict[str, ExportView] = {
+    "kpis": ExportView(lambda v: KpiSummaryQuery(v.start, v.end)),
+    "business-daily": ExportView(lambda v: DailyBusinessQuery(v.start, v.end)),
+    "top-products": ExportView(lambda v: TopProductsQuery(v.start, v.end, limit=5)),
+    "products": ExportView(lambda v: TopProductsQuery(v.start, v.end, limit=0)),
+    "category-revenue": ExportView(
+        lambda v: TopProductsQuery(v.start, v.end, limit=0), transform=_category_revenue
+    ),
+    "weekly-revenue": ExportView(lambda v: WeeklyRevenueQuery(v.start, v.end)),
+    "orders": ExportView(orders_query, params=("range", "week", "category")),
+    "fleet-daily": ExportView(lambda v: FleetDailyQuery(v.start, v.end)),
+    "fleet-apps": ExportView(lambda v: FleetAppsQuery(v.start, v.end)),
+    "fleet-categories": ExportView(
+        lambda v: FleetAppsQuery(v.start, v.end), transform=figures.category_split
+    ),
+    "fleet-hours": ExportView(lambda v: FleetHoursQuery(v.start, v.end)),
+    "customer-trend": ExportView(_customer_trend, params=("range", "customer")),
+    "customer-day": ExportView(_customer_day, params=("customer", "day")),
+    "customer-sessions": ExportView(_customer_sessions, params=("customer", "day")),
+}
+
+
+def export_href(
+    view_name: str,
+    view: ViewState,
+    *,
+    filter_model: Mapping[str, Any] | None = None,
+    sort: list[dict[str, Any]] | None = None,
+) -> str:
+    """The export URL for a view as the page shows it (what ``/export`` parses back)."""
+    if view_name not in EXPORT_VIEWS:
+        raise KeyError(view_name)
+    params = dict(view.params())
+    if filter_model:
+        params["filter"] = json.dumps(filter_model, separators=(",", ":"), sort_keys=True)
+    if sort:
+        params["sort"] = json.dumps(sort, separators=(",", ":"))
+    query = urlencode(params)
+    return f"/export/{view_name}.csv" + (f"?{query}" if query else "")
+
+
+def sort_from_column_state(column_state: Iterable[Mapping[str, Any]] | None) -> list[dict]:
+    """AG Grid's columnState as a sort list ``[{"colId", "sort"}]`` in sort priority order."""
+    sorted_columns = [
+        column for column in column_state or () if column.get("sort") in ("asc", "desc")
+    ]
+    sorted_columns.sort(key=lambda column: column.get("sortIndex") or 0)
+    return [{"colId": column["colId"], "sort": column["sort"]} for column in sorted_columns]
+
+
+# ---- filter and sort, the way AG Grid applies them ---------------------------------------------
+
+
+def _text_condition(values: pd.Series, condition: Mapping[str, Any]) -> pd.Series:
+    kind = condition.get("type")
+    missing = values.isna()
+    text = values.astype(object).where(~missing, "").map(str).str.lower()
+    if kind == "blank":
+        return missing | (text.str.strip() == "")
+    if kind == "notBlank":
+        return ~(missing | (text.str.strip() == ""))
+    needle = condition.get("filter")
+    if isinstance(needle, bool) or not isinstance(needle, str | int | float):
+        raise BadParameter(f"text filter {kind!r} needs a text 'filter'")
+    needle = str(needle).lower()
+    matchers = {
+        "contains": lambda s: s.str.contains(needle, regex=False),
+        "notContains": lambda s: ~s.str.contains(needle, regex=False),
+        "equals": lambda s: s == needle,
+        "notEqual": lambda s: s != needle,
+        "startsWith": lambda s: s.str.startswith(needle),
+        "endsWith": lambda s: s.str.endswith(needle),
+    }
+    if kind not in matchers:
+        raise BadParameter(f"unknown text filter type {kind!r}")
+    result = matchers[kind](text)
+    # As in AG Grid, a missing value passes only the negative conditions.
+    if kind in ("notContains", "notEqual"):
+        return result | missing
+    return result & ~missing
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadParameter(f"number filter needs a number in {name!r}")
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise BadParameter(f"number filter needs a number in {name!r}") from exc
+    if math.isnan(number):
+        raise BadParameter(f"number filter needs a number in {name!r}")
+    return number
+
+
+def _number_condition(values: pd.Series, condition: Mapping[str, Any]) -> pd.Series:
+    kind = condition.get("type")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    missing = numbers.isna()
+    if kind == "blank":
+        return missing
+    if kind == "notBlank":
+        return ~missing
+    low = _number(condition.get("filter"), "filter")
+    comparisons = {
+        "equals": lambda s: s == low,
+        "notEqual": lambda s: s != low,
+        "lessThan": lambda s: s < low,
+        "lessThanOrEqual": lambda s: s <= low,
+        "greaterThan": lambda s: s > low,
+        "greaterThanOrEqual": lambda s: s >= low,
+    }
+    if kind == "inRange":
+        high = _number(condition.get("filterTo"), "filterTo")
+        low, high = min(low, high), max(low, high)
+        return (numbers > low) & (numbers < high) & ~missing
+    if kind not in comparisons:
+        raise BadParameter(f"unknown number filter type {kind!r}")
+    result = comparisons[kind](numbers)
+    return (result | missing) if kind == "notEqual" else (result & ~missing)
+
+
+def _column_mask(values: pd.Series, model: Mapping[str, Any], column: str) -> pd.Series:
+    if not isinstance(model, Mapping):
+        raise BadParameter(f"filter for {column!r} must be an object")
+    apply = {"text": _text_condition, "number": _number_condition}.get(model.get("filterType"))
+    if apply is None:
+        raise BadParameter(f"unsupported filterType {model.get('filterType')!r} for {column!r}")
+    if "conditions" in model:
+        conditions = model["conditions"]
+        operator = model.get("operator", "AND")
+        if not isinstance(conditions, list) or not conditions or operator not in ("AND", "OR"):
+            raise BadParameter(f"filter for {column!r} needs conditions and AND or OR")
+        masks = [apply(values, {**c, "filterType": model["filterType"]}) for c in conditions]
+        combined = masks[0]
+        for mask in masks[1:]:
+            combined = (combined & mask) if operator == "AND" else (combined | mask)
+        return combined
+    return apply(values, model)
+
+
+def apply_filter_model(frame: pd.DataFrame, filter_model: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows of ``frame`` that pass every column's filter (AG Grid text and number filters)."""
+    if not isinstance(filter_model, Mapping):
+        raise BadParameter("filter must be a JSON object of column filters")
+    keep = pd.Series(True, index=frame.index)
+    for column, model in filter_model.items():
+        if column not in frame.columns:
+            raise BadParameter(f"filter names an unknown column {column!r}")
+        keep &= _column_mask(frame[column], model, column).fillna(False).astype(bool)
+    return frame[keep]
+
+
+def apply_sort(frame: pd.DataFrame, sort: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Sort like AG Grid: by each column in priority order, blanks first when ascending."""
+    if not isinstance(sort, list):
+        raise BadParameter("sort must be a JSON list of {colId, sort}")
+    # Apply the keys from the least to the most significant with a stable sort.
+    for entry in reversed(sort):
+        if not isinstance(entry, Mapping):
+            raise BadParameter("sort entries must be objects")
+        column, direction = entry.get("colId"), entry.get("sort")
+        if column not in frame.columns:
+            raise BadParameter(f"sort names an unknown column {column!r}")
+        if direction not in ("asc", "desc"):
+            raise BadParameter(f"sort direction must be asc or desc, not {direction!r}")
+        ascending = direction == "asc"
+        frame = frame.sort_values(
+            column,
+            ascending=ascending,
+            kind="stable",
+            na_position="first" if ascending else "last",
+        )
+    return frame
+
+
+def _json_param(args: Mapping[str, str], name: str) -> Any:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return None
+    if len(raw) > MAX_FILTER_CHARS:
+        raise BadParameter(f"{name} is longer than {MAX_FILTER_CHARS} characters")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadParameter(f"{name} is not valid JSON") from exc
+
+
+# ---- CSV -------------------------------------------------------------------------------------
+
+
+def neutralise(value: Any) -> Any:
+    """A spreadsheet-safe cell: text that a spreadsheet would run as a formula gets a ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _cell(value: Any) -> Any:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    return neutralise(value if isinstance(value, str | int) else str(value))
+
+
+def csv_chunks(frame: pd.DataFrame, *, bom: bool = True) -> Iterator[str]:
+    """The frame as RFC 4180 CSV text, a header and ``CHUNK_ROWS`` rows at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow([neutralise(str(column)) for column in frame.columns])
+    yield (BOM if bom else "") + buffer.getvalue()
+    for start in range(0, len(frame), CHUNK_ROWS):
+        buffer.seek(0)
+        buffer.truncate()
+        chunk = frame.iloc[start : start + CHUNK_ROWS]
+        for row in chunk.itertuples(index=False, name=None):
+            writer.writerow([_cell(value) for value in row])
+        yield buffer.getvalue()
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_filename(view_name: str, view: ViewState, spec: ExportView, *, filtered: bool) -> str:
+    parts = [view_name]
+    if "range" in spec.params:
+        parts.append(f"{view.start.isoformat()}_{view.end.isoformat()}")
+    for name in spec.params:
+        value = getattr(view, name, None) if name != "range" else None
+        if value:
+            text = value.isoformat() if isinstance(value, dt.date) else str(value)
+            parts.append(f"{name}-{text}")
+    if filtered:
+        parts.append("filtered")
+    return _UNSAFE_NAME.sub("-", "_".join(parts)).strip("-") + ".csv"
+
+
+# ---- the route --------------------------------------------------------------------------------
+
+
+def build_export(
+    services: Services, view_name: str, args: Mapping[str, str], today: dt.date
+) -> tuple[pd.DataFrame, str]:
+    """The rows and file name of one export; raises ``ExportRefused`` or ``BadParameter``."""
+    spec = EXPORT_VIEWS.get(view_name)
+    if spec is None:
+        raise ExportRefused(404, f"Unknown export {view_name!r}. Known: {', '.join(EXPORT_VIEWS)}")
+    unknown = sorted(set(args) - ALLOWED_PARAMS)
+    if unknown:
+        raise BadParameter(f"unknown parameter(s): {', '.join(unknown)}")
+    for name in args:
+        if len(args.getlist(name) if hasattr(args, "getlist") else [args[name]]) > 1:
+            raise BadParameter(f"{name} is given more than once")
+    view = parse_view_state(args, today, strict=True)
+    filter_model = _json_param(args, "filter")
+    sort = _json_param(args, "sort")
+    query = spec.query(view)
+    try:
+        frame = services.data.fetch(query).data
+    except NoData as exc:
+        raise ExportRefused(503, f"The data is unreachable right now: {exc}") from exc
+    if spec.transform is not None:
+        frame = spec.transform(frame)
+    if filter_model:
+        frame = apply_filter_model(frame, filter_model)
+    if sort:
+        frame = apply_sort(frame, sort)
+    limit = services.settings.export_row_limit
+    if len(frame) > limit:
+        raise ExportRefused(
+            413,
+            f"This export has {len(frame):,} rows; the limit is {limit:,} (EXPORT_ROW_LIMIT). "
+            "Narrow the time range or filter the table, then export again.",
+        )
+    name = export_filename(view_name, view, spec, filtered=bool(filter_model))
+    return frame, name
+
+
+def _text_response(status: int, message: str) -> Response:
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+def blueprint(services: Services) -> Blueprint:
+    exports = Blueprint("export", __name__)
+
+    @exports.get("/export/<view_name>.csv")
+    @require_role("operator")
+    def export_csv(view_name: str) -> Response:
+        try:
+            frame, name = build_export(
+                services, view_name, request.args, dt.datetime.now(dt.UTC).date()
+            )
+        except BadParameter as exc:
+            return _text_response(400, f"Bad export request: {exc}")
+        except ExportRefused as exc:
+            return _text_response(exc.status, exc.message)
+        except ValueError as exc:  # a query refusing its parameters, e.g. a range too long
+            return _text_response(400, f"Bad export request: {exc}")
+        audit("export", view=view_name, filters=dict(request.args), rows=len(frame), file=name)
+        response = Response(stream_with_context(csv_chunks(frame)))
+        response.headers["Content-Type"] = "text/csv; charset=utf-8; header=present"
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        response.headers["X-Export-Rows"] = str(len(frame))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return exports

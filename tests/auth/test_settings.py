@@ -1,0 +1,134 @@
+"""Auth settings from the environment, the refusals at start-up, and their documentation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+import auth.settings
+from auth import init_auth
+from auth.settings import AuthSettings, parse_role_map
+
+OIDC_ENV = {
+    "AUTH_MODE": "oidc",
+    "OIDC_ISSUER": "https://idp.example.test",
+    "OIDC_CLIENT_ID": "client",
+    "OIDC_CLIENT_SECRET": "secret",
+    "ROLE_MAP": "a=admin",
+}
+PRODUCTION_SECRET = "p" * 48
+
+
+def test_defaults_are_dev_mode_and_nothing_to_refuse():
+    settings = AuthSettings.from_env({})
+
+    assert settings.mode == "dev"
+    assert not settings.mode_explicit
+    assert settings.problems() == []
+
+
+def test_values_are_read_from_the_environment():
+    settings = AuthSettings.from_env(
+        {
+            **OIDC_ENV,
+            "OIDC_SCOPES": "openid,email groups",
+            "OIDC_ROLES_CLAIM": "realm_access.roles",
+            "ROLE_MAP": "mc-admins=admin, mc-ops = operator",
+            "OIDC_LEEWAY_SECONDS": "30",
+            "SESSION_IDLE_MINUTES": "15",
+            "SESSION_MAX_HOURS": "8",
+            "ALB_REGION": "eu-west-1",
+            "PROXY_FIX_X_FOR": "1",
+            "PROXY_FIX_X_PROTO": "2",
+        }
+    )
+
+    assert settings.oidc_scopes == "openid email groups"
+    assert settings.oidc_roles_claim == "realm_access.roles"
+    assert settings.role_map == (("mc-admins", "admin"), ("mc-ops", "operator"))
+    assert (settings.oidc_leeway_seconds, settings.session_idle_minutes) == (30, 15)
+    assert settings.session_max_hours == 8
+    assert settings.alb_key_url == "https://public-keys.auth.elb.eu-west-1.amazonaws.com/{kid}"
+    assert (settings.proxy_fix.x_for, settings.proxy_fix.x_proto) == (1, 2)
+    assert settings.proxy_fix.enabled
+
+
+@pytest.mark.parametrize("text", ["admins", "=admin", "admins=root"])
+def test_role_map_entries_must_be_group_equals_known_role(text):
+    with pytest.raises(ValueError, match="ROLE_MAP"):
+        parse_role_map(text)
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"AUTH_MODE": "saml"}, "AUTH_MODE"),
+        ({"SESSION_MAX_HOURS": "soon"}, "SESSION_MAX_HOURS"),
+        ({"OIDC_LEEWAY_SECONDS": "-5"}, "OIDC_LEEWAY_SECONDS"),
+    ],
+)
+def test_unreadable_values_are_refused(env, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        AuthSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"APP_ENV": "production", "SECRET_KEY": PRODUCTION_SECRET}, "explicit AUTH_MODE"),
+        ({"APP_ENV": "production", **OIDC_ENV}, "SECRET_KEY"),
+        ({"APP_ENV": "production", **OIDC_ENV, "SECRET_KEY": "short"}, "SECRET_KEY"),
+        (
+            {"APP_ENV": "production", "AUTH_MODE": "dev", "SECRET_KEY": PRODUCTION_SECRET},
+            "AUTH_MODE=dev",
+        ),
+        ({**OIDC_ENV, "OIDC_ISSUER": ""}, "OIDC_ISSUER"),
+        ({**OIDC_ENV, "OIDC_CLIENT_SECRET": ""}, "OIDC_CLIENT_SECRET"),
+        ({**OIDC_ENV, "OIDC_SCOPES": "email"}, "openid"),
+        ({**OIDC_ENV, "ROLE_MAP": ""}, "ROLE_MAP"),
+        ({"AUTH_MODE": "alb", "ROLE_MAP": "a=admin", "ALB_REGION": "eu-west-1"}, "SIGNER"),
+        ({"AUTH_MODE": "alb", "ROLE_MAP": "a=admin", "ALB_EXPECTED_SIGNER": "arn"}, "ALB_REGION"),
+        ({"DEV_ROLE": "root"}, "DEV_ROLE"),
+    ],
+)
+def test_init_auth_refuses_to_start_with_unsafe_settings(env, complaint):
+    settings = AuthSettings.from_env(env)
+
+    with pytest.raises(RuntimeError, match=complaint):
+        init_auth(Flask("refused"), settings, None)
+
+
+def test_production_needs_a_record_store_for_the_audit_log():
+    settings = AuthSettings.from_env(
+        {**OIDC_ENV, "APP_ENV": "production", "SECRET_KEY": PRODUCTION_SECRET}
+    )
+
+    assert settings.problems() == []
+    with pytest.raises(RuntimeError, match="record store"):
+        init_auth(Flask("no-records"), settings, None)
+
+
+def test_production_oidc_with_everything_starts(records):
+    server = Flask("ok")
+    settings = AuthSettings.from_env(
+        {**OIDC_ENV, "APP_ENV": "production", "SECRET_KEY": PRODUCTION_SECRET}
+    )
+
+    init_auth(server, settings, records)
+
+    assert server.config["SECRET_KEY"] == PRODUCTION_SECRET
+    assert server.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert server.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_every_variable_read_is_documented_in_the_settings_table():
+    source = Path(auth.settings.__file__).read_text()
+    read = set(re.findall(r'env(?:\.get\(|, )"([A-Z_]+)"', source))
+    documented = set(re.findall(r"``([A-Z][A-Z_]+)``", auth.settings.__doc__ or ""))
+
+    assert "OIDC_ISSUER" in read and "PROXY_FIX_X_FOR" in read  # the pattern finds them
+    assert read - documented == set()
+    assert documented - read == set()

@@ -1,0 +1,3 @@
+from dashboard import create_app
+
+server = create_app()
