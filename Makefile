@@ -28,7 +28,7 @@ sample: install
 	$(BIN)/mission-control rollup
 
 run: sample
-	$(BIN)/mission-control serve
+	BIN=$(BIN) bash scripts/run-local.sh
 
 test: install
 	bash scripts/install-test-deps.sh

@@ -6,6 +6,8 @@ Every route needs a signed-in user except ``PUBLIC_RULES`` and the asset routes 
 - ``/healthz`` and ``/readyz``: the load balancer and orchestrator probe them without a user.
 - ``/login``, ``/auth/callback``: the way in; ``/signed-out`` and ``/logout``: the way out
   (they only ever end a session, and must work once it has expired).
+- ``/api/ingest/...``, ``/api/openapi.json`` and ``/metrics``: machines with their own
+  credentials (API keys; a metrics token or loopback), never a browser session.
 - Static assets (``/assets/``, ``/_dash-component-suites/``, ``/static/``,
   ``/_favicon.ico``): the same open-source JavaScript and CSS for everyone, no data. Keeping
   them public lets browsers cache them and saves a session check on each of the ~30
@@ -63,7 +65,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PUBLIC_RULES = frozenset(
-    {"/healthz", "/readyz", "/login", "/auth/callback", "/logout", "/signed-out", "/_favicon.ico"}
+    {
+        "/healthz",
+        "/readyz",
+        "/login",
+        "/auth/callback",
+        "/logout",
+        "/signed-out",
+        "/_favicon.ico",
+        # Machine endpoints that check their own credentials: API keys for ingest and
+        # uploads, METRICS_TOKEN or loopback for the Prometheus scrape.
+        "/api/ingest/<route>",
+        "/api/openapi.json",
+        "/metrics",
+    }
 )
 PUBLIC_ASSET_PREFIXES = ("/assets/", "/_dash-component-suites/", "/static/")
 DASH_CALLBACK_SUFFIX = "/_dash-update-component"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dash
 from dash import dcc, html
+from dash.exceptions import DependencyException
 from flask import Flask, jsonify
 
 from auth.guard import current_user, init_auth, protect_dash_outputs
@@ -19,10 +20,13 @@ from dashboard.components import controls, panel
 from dashboard.components.poll import PanelRunner
 from dashboard.observability import configure_logging, init_request_id
 from dashboard.readiness import ReadinessSettings, register_readiness
+from dashboard.request_metrics import MetricsSettings, register_request_metrics
 from dashboard.settings import DashboardSettings
 from data_access.factory import build_stores
 from data_access.service import DataService
 from data_access.settings import DataSettings
+from live.ingest import register_ingest
+from live.settings import IngestSettings
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -82,10 +86,15 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     server = Flask(__name__)
     init_request_id(server)
     stores = build_stores(data_settings)
+    data = DataService(stores, data_settings)
+    # First, so the requests the guard refuses are measured too.
+    register_request_metrics(
+        server, MetricsSettings.from_env(env), data_service=data, records=stores.records
+    )
     init_auth(server, auth_settings, stores.records)
+    register_ingest(server, stores, IngestSettings.from_env(env))
     register_readiness(server, stores, ReadinessSettings.from_auth(auth_settings))
 
-    data = DataService(stores, data_settings)
     services = Services(
         data=data,
         settings=dashboard_settings,
@@ -100,6 +109,11 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     def healthz():
         return jsonify(status="ok")
 
+    @server.errorhandler(DependencyException)
+    def unknown_asset(_exc: DependencyException):
+        # Dash raises this for a component-suite path it does not serve: a 404, not a 500.
+        return jsonify(error="not found"), 404
+
     app = dash.Dash(
         __name__,
         server=server,
@@ -112,15 +126,15 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         index_string=INDEX_STRING,
         suppress_callback_exceptions=True,
     )
-    from dashboard.pages import health, lake, overview, revenue, screen_time
+    from dashboard.pages import alerts, health, lake, overview, revenue, screen_time
 
-    for page in (overview, screen_time, revenue, health, lake):
+    for page in (overview, screen_time, revenue, alerts, health, lake):
         page.register(app, services)
     controls.register(app)
     panel.register_clientside(app)
     server.register_blueprint(export.blueprint(services))
     # Per-customer rows are for operators; viewers see the fleet and business aggregates.
-    protect_dash_outputs(server, OPERATOR_OUTPUTS)
+    protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
     app.layout = _shell(dashboard_settings, auth_settings)
     server.extensions["mission_control"] = services
     return server

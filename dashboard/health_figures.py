@@ -419,9 +419,10 @@ def format_bytes(count: float | None) -> str:
     value = float(count)
     for unit in ("B", "KB", "MB", "GB"):
         if abs(value) < 1000:
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+            # Whole numbers from 10 up: tiles stay one line wide.
+            return f"{value:,.0f} {unit}" if unit == "B" or value >= 10 else f"{value:.1f} {unit}"
         value /= 1000
-    return f"{value:,.1f} TB"
+    return f"{value:,.0f} TB" if value >= 10 else f"{value:.1f} TB"
 
 
 def format_duration(seconds: float | None) -> str:

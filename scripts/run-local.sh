@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make run`: the dashboard on the embedded backend, with the scheduler (process, compact,
+# roll up, alerts, collectors) and an event simulator posting through the real ingest API.
+# Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+PORT=${PORT:-8050}
+
+mkdir -p var/prometheus
+export PROMETHEUS_MULTIPROC_DIR="$PWD/var/prometheus"
+# Roll up every minute so the KPIs visibly move while you watch.
+export ROLLUP_INTERVAL_SECONDS=${ROLLUP_INTERVAL_SECONDS:-60}
+if [[ ! -s var/simulator.key ]]; then
+    "$BIN/mission-control" api-key create --name simulator --scope ingest \
+        --token-file var/simulator.key >/dev/null
+fi
+
+trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+"$BIN/mission-control" scheduler &
+MC_API_KEY="$(cat var/simulator.key)" "$BIN/mission-control" simulate \
+    --url "http://127.0.0.1:$PORT" --rate 5 --duration 86400 &
+"$BIN/mission-control" serve --port "$PORT"
