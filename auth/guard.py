@@ -6,8 +6,9 @@ Every route needs a signed-in user except ``PUBLIC_RULES`` and the asset routes 
 - ``/healthz`` and ``/readyz``: the load balancer and orchestrator probe them without a user.
 - ``/login``, ``/auth/callback``: the way in; ``/signed-out`` and ``/logout``: the way out
   (they only ever end a session, and must work once it has expired).
-- ``/api/ingest/...``, ``/api/openapi.json`` and ``/metrics``: machines with their own
-  credentials (API keys; a metrics token or loopback), never a browser session.
+- ``/api/ingest/...``, ``/api/uploads...``, ``/api/openapi.json`` and ``/metrics``:
+  machines with their own credentials (API keys; a metrics token or loopback), never a
+  browser session.
 - Static assets (``/assets/``, ``/_dash-component-suites/``, ``/static/``,
   ``/_favicon.ico``): the same open-source JavaScript and CSS for everyone, no data. Keeping
   them public lets browsers cache them and saves a session check on each of the ~30
@@ -77,6 +78,8 @@ PUBLIC_RULES = frozenset(
         # uploads, METRICS_TOKEN or loopback for the Prometheus scrape.
         "/api/ingest/<route>",
         "/api/openapi.json",
+        "/api/uploads",
+        "/api/uploads/<customer_id>/<date>.json",
         "/metrics",
     }
 )

@@ -27,6 +27,7 @@ from data_access.service import DataService
 from data_access.settings import DataSettings
 from live.ingest import register_ingest
 from live.settings import IngestSettings
+from live.uploads import register_uploads
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -92,7 +93,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         server, MetricsSettings.from_env(env), data_service=data, records=stores.records
     )
     init_auth(server, auth_settings, stores.records)
-    register_ingest(server, stores, IngestSettings.from_env(env))
+    ingest_settings = IngestSettings.from_env(env)
+    register_ingest(server, stores, ingest_settings)
+    register_uploads(server, stores, ingest_settings)
     register_readiness(server, stores, ReadinessSettings.from_auth(auth_settings))
 
     services = Services(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from auth.guard import is_public_rule
 from dashboard import create_app
 from tests.auth.test_guard import HTML, oidc_settings, sample_path
 
@@ -22,6 +23,8 @@ EXPECTED_PUBLIC = {
     "/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>",
     "/api/ingest/<route>",
     "/api/openapi.json",
+    "/api/uploads",
+    "/api/uploads/<customer_id>/<date>.json",
     "/metrics",
 }
 
@@ -46,11 +49,12 @@ def test_every_dashboard_route_but_the_allowlist_needs_a_user(tmp_path: Path):
     for rule in rules:
         method = "GET" if "GET" in rule.methods else sorted(rule.methods - {"OPTIONS"})[0]
         response = client.open(sample_path(rule.rule), method=method, headers=HTML)
+        assert response.status_code != 500, rule.rule  # 503 is the provider-down page
+        if is_public_rule(rule.rule):
+            public.add(rule.rule)
+            continue
         asked_to_sign_in = response.status_code == 401 or (
             response.status_code == 302 and response.location.startswith("/login?")
         )
-        if asked_to_sign_in:
-            continue
-        public.add(rule.rule)
-        assert response.status_code != 500, rule.rule
+        assert asked_to_sign_in, f"{method} {rule.rule} answered {response.status_code}"
     assert public == EXPECTED_PUBLIC
