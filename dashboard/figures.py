@@ -653,3 +653,26 @@ def grid_records(frame: pd.DataFrame, limit: int | None = None) -> list[dict[str
         frame = frame.head(limit)
     clean = frame.astype(object).where(frame.notna(), None)
     return clean.to_dict("records")
+
+
+ALERT_SEVERITIES = (("error", "Errors"), ("warning", "Warnings"), ("info", "Info"))
+
+
+def alert_tiles(alerts: pd.DataFrame) -> list[dict[str, Any]]:
+    """Open alerts by severity, with how many of them are not yet acknowledged."""
+    open_alerts = alerts[alerts["status"] == "open"] if len(alerts) else alerts
+    tiles = []
+    for severity, label in ALERT_SEVERITIES:
+        rows = open_alerts[open_alerts["severity"] == severity] if len(open_alerts) else []
+        unacknowledged = int(rows["acknowledged_at"].isna().sum()) if len(rows) else 0
+        tiles.append(
+            {
+                "metric": f"alerts-{severity}",
+                "label": f"{label} open",
+                "value": f"{len(rows):,}",
+                "previous": f"{unacknowledged:,} not acknowledged" if len(rows) else "none",
+                "change": "",
+                "direction": "none",
+            }
+        )
+    return tiles

@@ -1,7 +1,5 @@
-"""Overview (home): the business KPIs against the previous period, daily revenue, top products.
-
-The alerts card waits for an alerts store (the live-data work adds one).
-"""
+"""Overview (home): the business KPIs against the previous period, daily revenue, top products,
+and the open alerts by severity."""
 
 from __future__ import annotations
 
@@ -24,16 +22,22 @@ from dashboard.components.panel import (
 from dashboard.components.url_state import ViewState, parse_view_state
 from dashboard.export import export_href
 from data_access.queries import DailyBusinessQuery, KpiSummaryQuery, TopProductsQuery
+from live.alert_records import AlertsQuery
 
 if TYPE_CHECKING:
     from dashboard.app import Services
 
 PATH = "/"
 KPIS, REVENUE, PRODUCTS = "overview-kpis", "overview-revenue", "overview-products"
+ALERTS = "overview-alerts"
 
 
 def _kpi_tiles(frame):
     return render_tiles(figures.kpi_tiles(frame))
+
+
+def _alert_tiles(frame):
+    return render_tiles(figures.alert_tiles(frame))
 
 
 def layout(**query: str) -> html.Div:
@@ -51,6 +55,14 @@ def layout(**query: str) -> html.Div:
                 kind="tiles",
                 subtitle=f"Change against the {(view.end - view.start).days + 1} days before",
                 export_href=export_href("kpis", view),
+                class_name="mc-panel-flat",
+            ),
+            panel_card(
+                ALERTS,
+                "Alerts",
+                tiles_body(ALERTS, count=3),
+                kind="tiles",
+                subtitle="Open alerts by severity; the Alerts page lists them",
                 class_name="mc-panel-flat",
             ),
             dbc.Row(
@@ -100,6 +112,10 @@ def register(app: dash.Dash, services: Services) -> None:
         view = ViewState.from_store(state)
         query = KpiSummaryQuery(view.start, view.end)
         return runner.answer(KPIS, query, shown, client, _kpi_tiles).outputs()
+
+    @panel_callback(app, runner, ALERTS, "tiles")
+    def alerts(_tick, shown, client, _state):
+        return runner.answer(ALERTS, AlertsQuery(), shown, client, _alert_tiles).outputs()
 
     @panel_callback(app, runner, REVENUE, "figure")
     def revenue(_tick, shown, client, state):

@@ -233,3 +233,20 @@ def test_grid_records_are_json_safe_and_bounded():
 )
 def test_format_duration(seconds, text):
     assert figures.format_duration(seconds) == text
+
+
+def test_alert_tiles_count_open_alerts_by_severity_and_unacknowledged():
+    alerts = pd.DataFrame(
+        {
+            "status": ["open", "open", "open", "resolved", "open"],
+            "severity": ["error", "error", "warning", "error", "info"],
+            "acknowledged_at": [None, 1.0, None, None, 2.0],
+        }
+    )
+    tiles = {tile["metric"]: tile for tile in figures.alert_tiles(alerts)}
+    assert tiles["alerts-error"]["value"] == "2"
+    assert tiles["alerts-error"]["previous"] == "1 not acknowledged"
+    assert tiles["alerts-warning"]["value"] == "1"
+    assert tiles["alerts-info"]["previous"] == "0 not acknowledged"
+    empty = figures.alert_tiles(alerts.iloc[0:0])
+    assert [tile["value"] for tile in empty] == ["0", "0", "0"]
