@@ -18,12 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
-from tests.plugins.browser import (  # noqa: F401  (fixtures)
-    VIEWPORT,
-    SampleLake,
-    browser,
-    sample_lake,
-)
+from tests.plugins.browser import VIEWPORT, SampleLake
 from tests.plugins.oidc import ACCOUNTS, OidcProvider, browser_session, sign_in
 from tests.prod.processes import LoopbackProcess, gunicorn_instance, nginx_proxy
 from tests.servers import LOOPBACK, ServerUnavailable, free_port
@@ -61,7 +56,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(
-    sample_lake: SampleLake,  # noqa: F811
+    sample_lake: SampleLake,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("two-instances")
@@ -180,7 +175,7 @@ def test_exports_answer_the_same_on_both_instances(cluster: Cluster) -> None:
 @pytest.mark.browser
 def test_one_browser_session_uses_both_instances(
     cluster: Cluster,
-    browser,  # noqa: F811
+    browser,
 ) -> None:
     context = browser.new_context(viewport=VIEWPORT, base_url=cluster.proxy.url)
     context.set_default_timeout(20_000)
