@@ -7,7 +7,7 @@ export STATE_DB ?= var/state.sqlite
 CUSTOMERS ?= 100
 DAYS ?= 30
 
-.PHONY: run test lint format bench install clean sample lock
+.PHONY: run run-aws-local test lint format bench install clean sample lock
 
 # Runtime dependencies come from the hashed lock; the test tools from pyproject's extras.
 $(BIN)/mission-control: pyproject.toml requirements.lock
@@ -29,6 +29,11 @@ sample: install
 
 run: sample
 	BIN=$(BIN) bash scripts/run-local.sh
+
+# The AWS backend without an account: DynamoDB Local + SeaweedFS on loopback, sample data, dashboard.
+run-aws-local: install
+	bash scripts/install-test-deps.sh
+	$(BIN)/python -m scripts.aws_local $(AWS_LOCAL_ARGS)
 
 test: install
 	bash scripts/install-test-deps.sh

@@ -26,6 +26,8 @@ from data_access.stores import Stores, StoreUnavailable
 log = logging.getLogger(__name__)
 
 Tier = Literal["memory", "cache", "lake", "stale"]
+# The version of a query whose version lookup failed: its answer can use no cache table entry.
+UNKNOWN_VERSION = "unknown"
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,10 @@ class DataService:
             values = self.stores.state.get_many(names)
         except StoreUnavailable as exc:
             log.warning("version lookup failed, treating as unknown: %s", exc)
-            return "unknown"
+            # Remembered as briefly as a version, so a poll (gate, then fetch) waits on a
+            # failing store once, not twice.
+            self._versions.set(memo_key, UNKNOWN_VERSION)
+            return UNKNOWN_VERSION
         version = "|".join(values.get(name, "0") for name in names)
         self._versions.set(memo_key, version)
         return version
@@ -156,14 +161,17 @@ class DataService:
         version = self.version(query)
         key = self.cache_key(query, version)
 
+        # The state and cache tables live in one store (DynamoDB or SQLite): without a version
+        # the cache tier is out of reach, and the panel must say it is degraded.
+        problem = "cache table unreachable" if version == UNKNOWN_VERSION else None
         memo = self._memo.get(key)
         if memo is not None:
             self.counters.memory += 1
-            return replace(memo, provenance=replace(memo.provenance, tier="memory"))  # type: ignore[arg-type]
+            provenance = replace(memo.provenance, tier="memory", problem=problem)  # type: ignore[attr-defined]
+            return replace(memo, provenance=provenance)  # type: ignore[arg-type]
 
-        problem = None
         payload = self._shared_get(key)
-        if payload is None and version != "unknown":
+        if payload is None and version != UNKNOWN_VERSION:
             try:
                 payload = self.stores.cache.get(key)
             except StoreUnavailable as exc:
@@ -172,7 +180,7 @@ class DataService:
                 log.warning("cache read failed, reading the lake: %s", exc)
         if payload is not None:
             frame, as_of = decode(payload)
-            result = Result(frame, Provenance("cache", as_of, version))
+            result = Result(frame, Provenance("cache", as_of, version, problem))
             self.counters.cache += 1
             self._remember(query, key, result, payload, to_cache_table=False)
             return result
@@ -206,7 +214,7 @@ class DataService:
                 self._shared.set(key, payload, timeout=self.settings.memo_seconds)
             except Exception as exc:  # a shared memo outage must never fail a read
                 log.warning("shared memo write failed: %s", exc)
-        if to_cache_table and result.provenance.version != "unknown":
+        if to_cache_table and result.provenance.version != UNKNOWN_VERSION:
             try:
                 self.stores.cache.put(key, payload, self.settings.cache_ttl_seconds)
             except StoreUnavailable as exc:

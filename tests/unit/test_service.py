@@ -160,3 +160,32 @@ def test_date_range_rejects_backwards_ranges():
 
     with pytest.raises(ValueError):
         FleetDailyQuery(dt.date(2026, 11, 2), dt.date(2026, 11, 1))
+
+
+class BrokenState:
+    def get(self, name: str) -> str | None:
+        raise StoreUnavailable("state down")
+
+    def put(self, name: str, value: str) -> None:
+        raise StoreUnavailable("state down")
+
+    def get_many(self, names: list[str]) -> dict[str, str]:
+        raise StoreUnavailable("state down")
+
+
+def test_version_store_down_reads_the_lake_and_every_answer_says_degraded(
+    local_stores, local_settings
+):
+    local_stores.lake.write_bytes("test/a", b"5")
+    stores = replace(local_stores, state=BrokenState())
+    svc = DataService(stores, replace(local_settings, version_memo_seconds=30))
+    first = svc.fetch(CountingQuery())
+    assert first.data["value"].tolist() == [5]
+    assert (first.provenance.tier, first.provenance.problem) == ("lake", "cache table unreachable")
+    again = svc.fetch(CountingQuery())  # from memory, still marked
+    assert (again.provenance.tier, again.provenance.problem) == (
+        "memory",
+        "cache table unreachable",
+    )
+    # Nothing was cached under the unknown version.
+    assert local_stores.cache.get(DataService.cache_key(CountingQuery(), "unknown")) is None
