@@ -75,6 +75,8 @@ class Services:
     settings: DashboardSettings
     # The shared poll path: version check, floor, figure cache, degraded answers.
     panels: PanelRunner
+    # How users sign in: the health page probes the identity provider it names.
+    auth: AuthSettings
 
 
 def create_app(env: Mapping[str, str] | None = None) -> Flask:
@@ -106,6 +108,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             floor_seconds=dashboard_settings.refresh_floor_ms / 1000,
             figure_cache_items=dashboard_settings.figure_cache_items,
         ),
+        auth=auth_settings,
     )
 
     @server.get("/healthz")
@@ -140,6 +143,11 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
     app.layout = _shell(dashboard_settings, auth_settings)
     server.extensions["mission_control"] = services
+    # Dash finishes its setup on a worker's first request and marks it done before it is:
+    # a script request racing it could get a 404 and leave the page on "Loading...". Run it
+    # here, before any request can arrive.
+    with server.test_request_context("/healthz"):
+        server.preprocess_request()
     return server
 
 

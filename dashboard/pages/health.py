@@ -90,14 +90,10 @@ def pipeline_query(now: float) -> PipelineStatsQuery:
 
 def identity_target(services: Any) -> tuple[str | None, ProbeResult | None]:
     """The IdP discovery URL to probe, or the tile that says why there is none."""
-    auth = getattr(services, "auth", None)
-    if auth is None:
-        return None, unconfigured(
-            "Identity provider", "identity", "sign-in settings not passed to this view"
-        )
+    auth = services.auth
     if auth.mode == "dev":
         return None, unconfigured("Identity provider", "identity", "not configured (dev sign-in)")
-    issuer = getattr(auth, "oidc_issuer", "") or ""
+    issuer = auth.oidc_issuer
     if auth.mode == "oidc" and issuer:
         return f"{issuer.rstrip('/')}/.well-known/openid-configuration", None
     if auth.mode == "alb":

@@ -8,6 +8,7 @@ dies with the test run; ``browser``/``page`` drive Debian's Chromium through Pla
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -23,7 +24,7 @@ import requests
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import Stores
-from tests.servers import LOOPBACK, REPO_ROOT, ServerProcess, free_port
+from tests.servers import LOOPBACK, REPO_ROOT, ServerProcess, ServerUnavailable, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,6 +40,7 @@ SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 # Fast polls in tests: the refresh picker's fastest choice and the server's floor below it.
 REFRESH_MS = 1000
+WORKERS, THREADS = 2, 4
 SAMPLE_CUSTOMERS = 12
 SAMPLE_DAYS = 14
 SAMPLE_SEED = 7
@@ -61,6 +63,7 @@ class SampleLake:
 
 def build_sample_lake(root: Path, *, customers: int, days: int, end_date: dt.date) -> SampleLake:
     """Generate, process, compact and roll up, exactly as ``make sample`` does."""
+    from pipeline.alerts import AlertSettings, evaluate
     from pipeline.events import compact_events, compact_metrics
     from pipeline.generate import generate
     from pipeline.process import process_pending
@@ -80,6 +83,8 @@ def build_sample_lake(root: Path, *, customers: int, days: int, end_date: dt.dat
     compact_events(stores)
     compact_metrics(stores)
     rollup_all(stores)
+    # A CPU threshold every host passes, so the alerts page has an open alert to list.
+    evaluate(stores, AlertSettings(cpu_percent=1.0))
     return SampleLake(root, settings, end_date, customers, days, SAMPLE_SEED)
 
 
@@ -125,9 +130,9 @@ class DashboardServer(ServerProcess):
             "-b",
             f"{LOOPBACK}:{self.port}",
             "-w",
-            "2",
+            str(WORKERS),
             "--threads",
-            "4",
+            str(THREADS),
             "wsgi:server",
         ]
 
@@ -164,12 +169,46 @@ class DashboardServer(ServerProcess):
         except requests.RequestException:
             return False
 
+    def warm_up_workers(self, timeout_seconds: float = 45.0) -> None:
+        """Return once every worker has answered a request, one request at a time.
+
+        Dash finishes its setup on a worker's first request; a request that reaches the same
+        worker meanwhile (a browser loads a dozen scripts at once) can get a 404 for a script,
+        and the page stays at "Loading...". Workers boot at their own pace, so this asks
+        /healthz on new connections until the access log (JSON lines with the worker's pid)
+        shows every worker has served one.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            requests.get(f"{self.url}/healthz", timeout=5, headers={"Connection": "close"})
+            if len(self._healthz_pids()) >= WORKERS:
+                return
+            time.sleep(0.05)
+        raise ServerUnavailable(
+            f"only workers {sorted(self._healthz_pids())} of {WORKERS} answered within "
+            f"{timeout_seconds:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def _healthz_pids(self) -> set[int]:
+        pids = set()
+        for line in self.log_tail(1_000_000).splitlines():
+            if '"/healthz"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("path") == "/healthz" and entry.get("pid"):
+                pids.add(int(entry["pid"]))
+        return pids
+
 
 @pytest.fixture(scope="session")
 def live_server(sample_lake: SampleLake) -> Iterator[DashboardServer]:
     server = DashboardServer(sample_lake)
     try:
         server.start()
+        server.warm_up_workers()
         yield server
     finally:
         server.cleanup()
@@ -210,10 +249,12 @@ def browser() -> Iterator[object]:
 
 
 class ConsoleLog:
-    """Console errors and failed page errors seen by one page."""
+    """Console errors, page errors and unfinished requests of one page, for assertions and
+    for saying why a page did not load."""
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.pending: dict[object, str] = {}
 
     def on_console(self, message) -> None:
         if message.type == "error":
@@ -222,6 +263,16 @@ class ConsoleLog:
     def on_page_error(self, error) -> None:
         self.errors.append(f"page error: {error}")
 
+    def on_request(self, request) -> None:
+        self.pending[request] = f"{request.method} {request.url}"
+
+    def on_request_done(self, request) -> None:
+        self.pending.pop(request, None)
+
+    def on_response(self, response) -> None:
+        if response.status >= 400:
+            self.errors.append(f"HTTP {response.status} for {response.url}")
+
 
 @pytest.fixture
 def page(browser, live_server: DashboardServer) -> Iterator[object]:
@@ -229,11 +280,15 @@ def page(browser, live_server: DashboardServer) -> Iterator[object]:
     context = browser.new_context(
         viewport=VIEWPORT, color_scheme="light", accept_downloads=True, base_url=live_server.url
     )
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(20_000)
     tab = context.new_page()
     console = ConsoleLog()
     tab.on("console", console.on_console)
     tab.on("pageerror", console.on_page_error)
+    tab.on("request", console.on_request)
+    tab.on("requestfinished", console.on_request_done)
+    tab.on("requestfailed", console.on_request_done)
+    tab.on("response", console.on_response)
     tab.console = console
     try:
         yield tab
@@ -247,6 +302,7 @@ PAGES = {
     "overview": "/",
     "screen-time": "/screen-time",
     "revenue": "/revenue",
+    "alerts": "/alerts",
     "health": "/health",
     "lake": "/lake",
 }
@@ -291,7 +347,7 @@ class DashTraffic:
         ]
 
 
-def wait_for_panels(page, timeout_ms: int = 20_000) -> None:
+def wait_for_panels(page, timeout_ms: int = 30_000) -> None:
     """Until every panel on the page has answered once: no skeleton placeholders remain."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -306,6 +362,13 @@ def wait_for_panels(page, timeout_ms: int = 20_000) -> None:
             """() => Array.from(document.querySelectorAll('.mc-skeleton')).map(
                 element => (element.closest('.mc-panel') || {id: '(outside a panel)'}).id)"""
         )
+        panels = page.locator(".mc-panel").count()
+        text = page.locator("body").inner_text()[:300]
+        console = getattr(page, "console", None)
+        pending = sorted(console.pending.values()) if console else []
+        errors = console.errors if console else []
         raise AssertionError(
-            f"panels still loading after {timeout_ms} ms on {page.url}: {waiting}"
+            f"panels still loading after {timeout_ms} ms on {page.url}: {waiting} "
+            f"({panels} panels; page text: {text!r}; requests unanswered: {pending}; "
+            f"console errors: {errors})"
         ) from None
