@@ -22,6 +22,9 @@ class Figure:
 class Report:
     mode: str
     figures: list[Figure] = field(default_factory=list)
+    # Wall-clock seconds per section, and how the run was made (command, CPUs, machine load).
+    seconds: dict[str, float] = field(default_factory=dict)
+    context: dict[str, object] = field(default_factory=dict)
 
     def add(self, section: str, name: str, value: float | None, **extra: object) -> None:
         self.figures.append(Figure(section, name, value, **extra))  # type: ignore[arg-type]
@@ -34,6 +37,8 @@ class Report:
             "mode": self.mode,
             "python": platform.python_version(),
             "machine": platform.machine(),
+            **self.context,
+            "section_seconds": self.seconds,
             "figures": [asdict(f) for f in self.figures],
         }
 
@@ -48,4 +53,9 @@ class Report:
             "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        if self.seconds:
+            spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.seconds.items())
+            lines.append(f"\n{self.mode} run: {spent}")
+        if self.context:
+            lines.append(", ".join(f"{key} {value}" for key, value in self.context.items()))
         return "\n".join(line.rstrip() for line in lines)

@@ -21,6 +21,7 @@ from dashboard.components.poll import PanelRunner
 from dashboard.observability import configure_logging, init_request_id
 from dashboard.readiness import ReadinessSettings, register_readiness
 from dashboard.request_metrics import MetricsSettings, register_request_metrics
+from dashboard.security import SecuritySettings, init_security, log_callback_error
 from dashboard.settings import DashboardSettings
 from data_access.factory import build_stores
 from data_access.service import DataService
@@ -131,6 +132,8 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         external_stylesheets=[],
         index_string=INDEX_STRING,
         suppress_callback_exceptions=True,
+        # A callback that raises answers "no update" and logs, never a 500.
+        on_error=log_callback_error,
     )
     from dashboard.pages import alerts, health, lake, overview, revenue, screen_time
 
@@ -141,6 +144,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     server.register_blueprint(export.blueprint(services))
     # Per-customer rows are for operators; viewers see the fleet and business aggregates.
     protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
+    init_security(server, app, SecuritySettings.from_env(env))
     app.layout = _shell(dashboard_settings, auth_settings)
     server.extensions["mission_control"] = services
     # Dash finishes its setup on a worker's first request and marks it done before it is:

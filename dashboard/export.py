@@ -392,10 +392,14 @@ def build_export(
         raise ExportRefused(503, f"The data is unreachable right now: {exc}") from exc
     if spec.transform is not None:
         frame = spec.transform(frame)
-    if filter_model:
-        frame = apply_filter_model(frame, filter_model)
-    if sort:
-        frame = apply_sort(frame, sort)
+    try:
+        if filter_model:
+            frame = apply_filter_model(frame, filter_model)
+        if sort:
+            frame = apply_sort(frame, sort)
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        # A hand-made filter or sort the grid would never send: refuse it, clearly.
+        raise BadParameter(f"filter or sort not understood: {exc}") from exc
     limit = services.settings.export_row_limit
     if len(frame) > limit:
         raise ExportRefused(

@@ -20,12 +20,21 @@ It also refuses state-changing requests (POST, PUT, PATCH, DELETE) that a browse
 cross-site, on every route, public ones included (``/logout``), except the API-key routes
 under ``settings.api_prefixes``, which never read the session cookie. ``auth.guard`` does
 the same check for signed-in routes; this one also covers routes the guard lets through.
+
+And it answers a malformed Dash callback request (``POST /_dash-update-component``) with 400
+(413 when too large, 415 when not JSON) instead of letting it reach Dash, which answers 500
+to anything it cannot map (an unknown output, inputs that do not match the callback). The
+check runs right behind the auth guard, so an anonymous caller still gets the guard's 401 and
+learns nothing about the callbacks, and ahead of every later hook that reads the body. JSON
+nested past Python's recursion limit, which Flask's parser would let out as a 500 wherever a
+body is read (the guard reads callback bodies too), is a parse error (400) app-wide.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import re
@@ -36,11 +45,19 @@ from urllib.parse import urlsplit
 
 import dash
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import JSONProvider
 
 log = logging.getLogger(__name__)
 
 EXTENSION_KEY = "mission_control_security"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CALLBACK_SUFFIX = "/_dash-update-component"
+# The renderer's requests carry ids, small values and grid filter models: a few KB. The
+# limits leave a wide margin and still bound what a hostile body can cost.
+MAX_CALLBACK_BYTES = 2 * 2**20
+MAX_CALLBACK_DEPTH = 64
+MAX_WILDCARD_ITEMS = 10_000
+_WILDCARDS = (["ALL"], ["ALLSMALLER"], ["MATCH"])
 # <script> blocks without a src attribute, i.e. inline code the index template carries.
 _INLINE_SCRIPT = re.compile(
     r"<script(?P<attributes>[^>]*)>(?P<body>.*?)</script>", re.IGNORECASE | re.DOTALL
@@ -111,6 +128,105 @@ def content_security_policy(script_hashes: Iterable[str], report_uri: str = "") 
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
+def json_depth(value: object) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _spec_id(raw: object) -> object:
+    # Dash keeps pattern-matching ids as JSON text in its callback map.
+    if isinstance(raw, str) and raw.startswith("{"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _id_matches(sent: object, spec: object) -> bool:
+    """A concrete id against a registered one, whose dict values may be wildcards."""
+    if not isinstance(spec, dict):
+        return sent == spec
+    if not isinstance(sent, dict) or set(sent) != set(spec):
+        return False
+    for key, expected in spec.items():
+        value = sent[key]
+        if isinstance(value, dict | list):  # id values are scalars
+            return False
+        if expected not in _WILDCARDS and value != expected:
+            return False
+    return True
+
+
+def _item_problem(sent: object, spec: Mapping[str, object], where: str) -> str | None:
+    spec_id = _spec_id(spec.get("id"))
+    many = isinstance(spec_id, dict) and any(
+        value in (["ALL"], ["ALLSMALLER"]) for value in spec_id.values()
+    )
+    items = sent if many else [sent]
+    if not isinstance(items, list) or len(items) > MAX_WILDCARD_ITEMS:
+        return f"{where} must be a list of component entries"
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("property"), str):
+            return f"{where} must name an id and a property"
+        if item["property"] != spec.get("property") or not _id_matches(item.get("id"), spec_id):
+            return f"{where} does not match the callback"
+    return None
+
+
+def callback_request_problem(
+    body: object, callback_map: Mapping[str, Mapping[str, object]]
+) -> str | None:
+    """Why ``body`` is not a request the named callback could run, or None if it is."""
+    if not isinstance(body, dict):
+        return "a callback request must be a JSON object"
+    output = body.get("output")
+    spec = callback_map.get(output) if isinstance(output, str) else None
+    if spec is None or "callback" not in spec:
+        return "unknown callback output"
+    outputs = body.get("outputs")
+    leaves = outputs if isinstance(outputs, list) else [outputs]
+    expected = len(output.split("...")) if output.startswith("..") else 1
+    if spec.get("no_output"):
+        expected = len(leaves)
+    if len(leaves) != expected:
+        return "outputs do not match the callback"
+    for leaf in leaves:
+        entries = leaf if isinstance(leaf, list) else [leaf]
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("property"), str):
+                return "outputs must name an id and a property"
+            if not isinstance(entry.get("id"), str | dict):
+                return "outputs must name an id and a property"
+    for part in ("inputs", "state"):
+        sent = body.get(part, [])
+        declared = spec.get(part) or []
+        if not isinstance(sent, list) or not isinstance(declared, list):
+            return f"{part} must be a list"
+        if len(sent) != len(declared):
+            return f"{part} do not match the callback"
+        for index, (item, item_spec) in enumerate(zip(sent, declared, strict=True)):
+            problem = _item_problem(item, item_spec, f"{part}[{index}]")
+            if problem:
+                return problem
+    changed = body.get("changedPropIds", [])
+    if not isinstance(changed, list) or not all(isinstance(item, str) for item in changed):
+        return "changedPropIds must be a list of strings"
+    return None
+
+
 def _dash_script_hashes(app: dash.Dash) -> list[str]:
     return [*app.csp_hashes(), *index_script_hashes(app.index_string)]
 
@@ -125,6 +241,24 @@ def _is_cross_site() -> bool:
         return True
     origin = request.headers.get("Origin")
     return origin is not None and urlsplit(origin).netloc != request.host
+
+
+def log_callback_error(error: Exception) -> None:
+    """Dash's ``on_error`` for every server callback: log it, change nothing on screen.
+
+    A callback that raises (a hostile value no control would send, or a bug) then answers
+    "no update" (204) instead of a 500, as the panels' own guard already does for panels.
+    The traceback goes to the log at ERROR level, where monitoring picks it up.
+    """
+    body = request.get_json(silent=True) if request.is_json else None
+    output = body.get("output") if isinstance(body, dict) else None
+    log.error("callback for %s failed: %s", output, error, exc_info=error)
+
+
+def _json_error(status: int, message: str) -> Response:
+    response = jsonify(error=message, status=status)
+    response.status_code = status
+    return response
 
 
 class _SecurityHeaders:
@@ -162,9 +296,31 @@ class _SecurityHeaders:
             request.headers.get("Origin"),
             request.headers.get("Sec-Fetch-Site"),
         )
-        response = jsonify(error="Cross-site request refused.")
-        response.status_code = 403
-        return response
+        return _json_error(403, "Cross-site request refused.")
+
+    def refuse_malformed_callbacks(self) -> Response | None:
+        """A callback body must be JSON of bounded size and depth, shaped like the request
+        the renderer sends for the callback it names."""
+        if request.method != "POST" or not request.path.endswith(CALLBACK_SUFFIX):
+            return None
+        if (request.content_length or 0) > MAX_CALLBACK_BYTES:
+            return _json_error(413, "Callback request too large.")
+        if not request.is_json:
+            return _json_error(415, "A Dash callback request must be application/json.")
+        if len(request.get_data(cache=True)) > MAX_CALLBACK_BYTES:
+            return _json_error(413, "Callback request too large.")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return _json_error(400, "A Dash callback request must be a JSON object.")
+        if json_depth(body) > MAX_CALLBACK_DEPTH:
+            return _json_error(400, "Callback request nested too deeply.")
+        if self._app is None:
+            return None
+        problem = callback_request_problem(body, self._app.callback_map)
+        if problem is None:
+            return None
+        log.info("refused a malformed callback request: %s", problem)
+        return _json_error(400, f"Malformed callback request: {problem}.")
 
     def add_headers(self, response: Response) -> Response:
         headers = response.headers
@@ -187,6 +343,43 @@ def init_security(
         raise RuntimeError("init_security was already called for this app")
     security = _SecurityHeaders(app, settings or SecuritySettings())
     server.extensions[EXTENSION_KEY] = security
-    # First in line: a forged request is refused before any other hook does work for it.
-    server.before_request_funcs.setdefault(None, []).insert(0, security.refuse_cross_site_writes)
+    server.json = _DepthSafeJson(server, server.json)
+    hooks = server.before_request_funcs.setdefault(None, [])
+    # Right behind the auth guard: an anonymous caller gets the guard's 401 first, and the
+    # request metrics ahead of the guard count these refusals too. Ahead of every later hook
+    # (the panels' poll shortcut reads callback bodies as well).
+    at = _after_auth_guard(hooks)
+    hooks[at:at] = [security.refuse_cross_site_writes, security.refuse_malformed_callbacks]
     server.after_request(security.add_headers)
+
+
+def _after_auth_guard(hooks: list) -> int:
+    """Just past the hook that ``auth.init_auth`` registered, or the start without one."""
+    for index, hook in enumerate(hooks):
+        if getattr(hook, "__module__", "") == "auth.guard":
+            return index + 1
+    return 0
+
+
+class _DepthSafeJson(JSONProvider):
+    """The app's JSON provider, with nesting too deep to parse reported as bad JSON.
+
+    Python's parser raises RecursionError, not ValueError, past ~1000 levels: Flask would
+    answer 500 (or let ``get_json(silent=True)`` raise) instead of treating it as malformed.
+    """
+
+    def __init__(self, app: Flask, inner: JSONProvider) -> None:
+        super().__init__(app)
+        self._inner = inner
+
+    def dumps(self, obj: object, **kwargs: object) -> str:
+        return self._inner.dumps(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: object) -> object:
+        try:
+            return self._inner.loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+    def response(self, *args: object, **kwargs: object) -> Response:
+        return self._inner.response(*args, **kwargs)

@@ -200,7 +200,8 @@ class PanelRunner:
             if provenance.version == "unknown":
                 content = build(result.data)  # no version to key a reusable figure on
             else:
-                key = (panel, build_key, DataService.cache_key(query, provenance.version))
+                # Queries are frozen dataclasses: hashing one is cheaper than its cache-key digest.
+                key = (panel, build_key, query, provenance.version)
                 content = self.figures.get_or_build(key, lambda: build(result.data))
         except NoData as exc:
             log.warning("panel %s has no data: %s", panel, exc)

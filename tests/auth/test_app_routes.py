@@ -48,7 +48,9 @@ def test_every_dashboard_route_but_the_allowlist_needs_a_user(tmp_path: Path):
     assert {"/_dash-update-component", "/export/<view_name>.csv"} <= {r.rule for r in rules}
     for rule in rules:
         method = "GET" if "GET" in rule.methods else sorted(rule.methods - {"OPTIONS"})[0]
-        response = client.open(sample_path(rule.rule), method=method, headers=HTML)
+        # A JSON body, so a POST reaches the guard rather than the body checks before it.
+        body = {} if method == "POST" else None
+        response = client.open(sample_path(rule.rule), method=method, headers=HTML, json=body)
         assert response.status_code != 500, rule.rule  # 503 is the provider-down page
         if is_public_rule(rule.rule):
             public.add(rule.rule)

@@ -1,0 +1,118 @@
+"""``init_security`` on a bare Flask app: headers, the cross-site refusal, and where its hooks
+sit among the others (the app-level tests run it inside ``create_app``)."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask, request
+
+from auth.guard import init_auth
+from auth.settings import AuthSettings
+from dashboard.security import SecuritySettings, init_security
+
+
+def _app() -> Flask:
+    server = Flask(__name__)
+
+    @server.post("/api/ingest/pageview")
+    def ingest():
+        return {"accepted": 1}, 202
+
+    @server.post("/logout")
+    def logout():
+        return {"signed_out": True}
+
+    @server.get("/")
+    def home():
+        return "<p>home</p>"
+
+    return server
+
+
+def test_headers_on_a_bare_app() -> None:
+    server = _app()
+    init_security(server, None, SecuritySettings(hsts_seconds=60, hsts_include_subdomains=False))
+    client = server.test_client()
+    page = client.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "script-src 'self';" in page.headers["Content-Security-Policy"]
+    assert "Strict-Transport-Security" not in page.headers
+    secure = client.get("/", base_url="https://localhost")
+    assert secure.headers["Strict-Transport-Security"] == "max-age=60"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null"},
+        {"Origin": "http://localhost.evil.example"},
+    ],
+)
+def test_cross_site_writes_are_refused_but_api_key_routes_are_not(headers) -> None:
+    server = _app()
+    init_security(server, None)
+    client = server.test_client()
+    assert client.post("/logout", headers=headers).status_code == 403
+    assert client.post("/api/ingest/pageview", headers=headers).status_code == 202
+    # Reads are never refused: a link from another site must open the dashboard.
+    assert client.get("/", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "none"},
+    ],
+)
+def test_same_site_writes_pass(headers) -> None:
+    server = _app()
+    init_security(server, None)
+    assert server.test_client().post("/logout", headers=headers).status_code == 200
+
+
+def test_hooks_sit_around_the_auth_guard() -> None:
+    server = _app()
+
+    @server.before_request
+    def first_hook():  # e.g. request metrics: must see refused requests too
+        return None
+
+    init_auth(server, AuthSettings(secret_key="x"))
+
+    @server.before_request
+    def later_hook():  # e.g. the panels' poll shortcut: must see only checked bodies
+        return None
+
+    init_security(server, None)
+    names = [hook.__name__ for hook in server.before_request_funcs[None]]
+    assert names == [
+        "first_hook",
+        "_guard",
+        "refuse_cross_site_writes",
+        "refuse_malformed_callbacks",
+        "later_hook",
+    ]
+
+
+def test_json_nested_past_the_recursion_limit_is_bad_json_not_a_crash() -> None:
+    server = _app()
+    seen: list[object] = []
+
+    @server.post("/echo")
+    def echo():
+        seen.append(request.get_json(silent=True))
+        return {"parsed": request.get_json() is not None}
+
+    init_security(server, None)
+    client = server.test_client()
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post("/echo", data=deep, content_type="application/json")
+    assert response.status_code == 400  # Flask's "failed to decode JSON", not a 500
+    assert seen == [None]
+    assert client.post("/echo", json={"a": [1]}).get_json() == {"parsed": True}
+    assert server.json.dumps({"b": 1}) == '{"b": 1}'  # the app's own provider still writes
