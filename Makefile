@@ -7,7 +7,7 @@ export STATE_DB ?= var/state.sqlite
 CUSTOMERS ?= 100
 DAYS ?= 30
 
-.PHONY: run run-aws-local test lint format bench install clean sample lock
+.PHONY: run run-aws-local test test-slow lint format bench install clean sample lock
 
 # Runtime dependencies come from the hashed lock; the test tools from pyproject's extras.
 $(BIN)/mission-control: pyproject.toml requirements.lock
@@ -35,11 +35,16 @@ run-aws-local: install
 	bash scripts/install-test-deps.sh
 	$(BIN)/python -m scripts.aws_local $(AWS_LOCAL_ARGS)
 
+# Every tier; the long load soak is `make test-slow`.
 test: install
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	bash scripts/install-test-deps.sh
+	$(BIN)/pytest -m slow
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
