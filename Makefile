@@ -52,7 +52,9 @@ lint: install
 format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# The browser and aws sections need Chromium and the local AWS servers.
 bench: install
+	bash scripts/install-test-deps.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Re-pin the runtime dependencies after changing them in pyproject.toml.

@@ -463,7 +463,6 @@ class PageModel:
                 for tick_id, name in ticks.items()
                 if any(i["id"] == tick_id for i in dep["inputs"])
             ]
-            self.trigger = ("", "data")
         else:
             self.panels = [
                 (dep["output"].partition(".")[0], dep, None)
@@ -474,7 +473,6 @@ class PageModel:
                 _id_text(c["props"].get("id")) for c in _components(content) if "id" in c["props"]
             }
             self.panels = [p for p in self.panels if p[0] in rendered]
-            self.trigger = ("poll", "n_intervals")
         if not self.panels:
             raise RuntimeError(f"no panels found on {spec.label}")
 
@@ -482,9 +480,10 @@ class PageModel:
         return [Panel(name, dep, version_id) for name, dep, version_id in self.panels]
 
     def trigger_for(self, panel: Panel) -> tuple[str, str]:
+        """The input whose change sends a poll: the panel's tick store, or the naive Interval."""
         if self.spec.app == "ours":
             return f'{{"panel":"{panel.name}","type":"mc-tick"}}', "data"
-        return self.trigger
+        return "poll", "n_intervals"
 
 
 def render_body(spec: PageSpec, dependencies: list[dict]) -> bytes:
@@ -671,7 +670,6 @@ class Ramp:
     panels: int
     levels: list[Level]
     load_p95_ms: float
-    unchanged_poll_bytes: float
 
     def best(self, budget_ms: float) -> Level | None:
         passed = [level for level in self.levels if level.passes(budget_ms)]
@@ -776,14 +774,12 @@ async def ramp_operators(
         await pool.close()
     samples = pool.recorder.samples
     loads = [s[1] for s in samples if s[4] == "load" and s[2] in (200, 204)]
-    unchanged = [s[3] for s in samples if s[4] == "poll" and s[2] == 204]
     return Ramp(
         page=spec,
         period=period,
         panels=len(model.panels),
         levels=levels,
         load_p95_ms=percentile(loads, 0.95) * 1000,
-        unchanged_poll_bytes=statistics.mean(unchanged) if unchanged else float("nan"),
     )
 
 
@@ -1115,6 +1111,18 @@ async def _measure(
             ratio_to="ceiling (its CPU / this CPU)",
             target=target,
         )
+    # What the workers' CPU alone allows, whatever else shares the machine during the run.
+    cores = os.cpu_count() or 1
+    cpu_bound_polls = cores / (medians["unchanged poll"][1] / 1000)
+    report.add(
+        "operators",
+        "unchanged polls per second the CPU allows",
+        cpu_bound_polls,
+        unit="/s",
+        note=f"{cores} cores / server CPU per unchanged poll: an upper bound at 100% CPU, "
+        f"no load generator; = {cpu_bound_polls * 5 / len(overview.panels):,.0f} overview "
+        "operators at 5 s",
+    )
     unchanged, changed = medians["unchanged poll"][2], medians["changed poll"][2]
     report.add(
         "operators",

@@ -168,15 +168,17 @@ def memory(report: Report, folder: Path, *, full: bool) -> None:
 
 # ---- cache: tiers and lake reads under the operators' poll pattern ---------------------------
 #
-# DataService counters live in each gunicorn worker, and the app has no route that would show
-# them (nor should it for a benchmark). So this section runs the real app in-process, twice,
-# as two "workers" over the same lake and state database, and replays the operators' poll
-# pattern through Flask's test client: each poll lands on either worker at random (a load
-# balancer spreads requests, not tabs), and the data versions move every few ticks as a rollup
-# run and an upload move them. Counting wrappers around the stores count every object read
-# from the lake (an S3 GET on AWS) and every cache, state, index and record access (DynamoDB).
-# Time is compressed: the version memo is off, so every poll reads its version from the state
-# store (in production a worker reads each version at most once a second).
+# DataService counters live in each gunicorn worker. /metrics (dashboard.request_metrics) merges
+# them across workers, but only as answers per tier: it cannot say how many lake objects (S3
+# GETs) or table items a view cost, and no benchmark-only route belongs in the app. So this
+# section runs the real app in-process, twice, as two "workers" over the same lake and state
+# database, and replays the operators' poll pattern through Flask's test client: each poll
+# lands on either worker at random (a load balancer spreads requests, not tabs), and the data
+# versions move every few ticks as a rollup run and an upload move them. Counting wrappers
+# around the stores count every object read from the lake (an S3 GET on AWS) and every cache,
+# state, index and record access (DynamoDB). Time is compressed: the version memo is off, so
+# every poll reads its version from the state store (in production a worker reads each version
+# at most once a second).
 
 
 class _Counts(dict):

@@ -27,7 +27,15 @@ from data_access.stores import (
 def _check_key(key: str) -> str:
     """Refuse keys that could leave the lake root."""
     path = PurePosixPath(key)
-    if not key or path.is_absolute() or ".." in path.parts or "\x00" in key or "\\" in key:
+    too_long = any(len(part.encode()) > 255 for part in path.parts)  # NAME_MAX
+    if (
+        not key
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\x00" in key
+        or "\\" in key
+        or too_long
+    ):
         raise ValueError(f"unsafe lake key: {key!r}")
     return key
 

@@ -33,8 +33,8 @@ from tests.plugins.faults import FaultProxy, fault_proxy  # noqa: F401  (a fixtu
 from tests.plugins.servers import aws_env_for, clients_for, start_server
 from tests.servers import DynamoDBLocal, SeaweedS3
 
-SAMPLE_CUSTOMERS = 6
-SAMPLE_DAYS = 7
+SAMPLE_CUSTOMERS = 4
+SAMPLE_DAYS = 5
 SAMPLE_SEED = 11
 # The botocore budget of the dashboard under test: one store call gives up after about
 # attempts x (connect + read) seconds.
@@ -101,7 +101,7 @@ def seed_sample(stores: Stores, end_date: dt.date) -> None:
     rollup_all(stores)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def aws_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsStack]:
     with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
         dynamodb = start_server(PersistentDynamoDBLocal)
