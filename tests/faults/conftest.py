@@ -142,7 +142,7 @@ class AwsDashboardServer(DashboardServer):
     name = "dashboard-aws"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def aws_dashboard(
     aws_stack: AwsStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AwsDashboardServer]:
