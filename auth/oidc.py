@@ -120,6 +120,8 @@ class OidcSignIn:
 
     def begin(self, redirect_uri: str) -> Response:
         """The redirect to the provider's authorization endpoint."""
+        # Fresh discovery per sign-in: a worker must not send users to a provider that is down.
+        self.client.server_metadata.clear()
         self.metadata()
         _forget_older_attempts(keep=MAX_PENDING_SIGN_INS - 1)
         try:

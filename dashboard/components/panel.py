@@ -302,7 +302,7 @@ class PollShortcut:
 
 def _argument_values(body: dict, arity: int) -> list[Any] | None:
     """Input then State values in declaration order, as Dash passes a flat signature."""
-    items = [*body.get("inputs", ()), *body.get("state", ())]
+    items = [*(body.get("inputs") or ()), *(body.get("state") or ())]
     if len(items) != arity or not all(isinstance(item, dict) for item in items):
         return None
     return [item.get("value") for item in items]

@@ -110,7 +110,8 @@ class CallbackLog:
         )
 
     def _failed(self, request) -> None:
-        if self._is_callback(request):
+        # Cancelled by the page itself (a navigation away): no answer was ever due.
+        if self._is_callback(request) and "ERR_ABORTED" not in (request.failure or ""):
             self.calls.append(CallbackCall(time.monotonic(), 0.0, 0, self._output(request)))
 
     def since(self, mark: float, panel: str | None = None) -> list[CallbackCall]:

@@ -102,7 +102,8 @@ def test_s3_down_panels_keep_the_last_data_marked_stale_then_recover(healed: Aws
     assert_reconciled(healed.stores)
 
 
-@pytest.mark.parametrize("path", ["dynamodb", "s3"])
+# The fast tier slows DynamoDB (every poll meets it); the slow tier S3 as well.
+@pytest.mark.parametrize("path", ["dynamodb", pytest.param("s3", marks=pytest.mark.slow)])
 def test_a_slow_store_is_answered_degraded_within_the_budget(healed: AwsStack, aws_page, path):
     page = aws_page
     log, dialogs = _open_overview(page)
