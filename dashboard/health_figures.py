@@ -324,7 +324,7 @@ def pipeline_tiles(numbers: PipelineNumbers) -> list[dict[str, Any]]:
             "health-uploads-quarantined",
             "Quarantined",
             f"{numbers.uploads_quarantined:,}",
-            "invalid uploads, kept with a reason",
+            "last 24 h, kept with a reason",
         ),
         tile("health-latest-upload", "Latest upload", latest, "processed at, UTC"),
         tile(

@@ -1,9 +1,10 @@
-"""AWS backend: the lake on S3; cache table, metadata index, state and records on DynamoDB.
+"""AWS backend: the lake on S3; cache table, metadata index, state and records on DynamoDB;
+the upload queue on SQS.
 
 Every client gets botocore timeouts and a bounded retry budget from ``DataSettings``, so a
 slow or absent dependency fails a call with ``StoreUnavailable`` instead of hanging a
 request. Endpoints come from the settings (``AWS_ENDPOINT_URL_S3`` /
-``AWS_ENDPOINT_URL_DYNAMODB``); credentials from the usual AWS chain.
+``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL_SQS``); credentials from the usual AWS chain.
 
 Cache items are ``{pk: key, v: zlib(value), ttl: epoch seconds}``. DynamoDB deletes expired
 items only eventually (DynamoDB Local slowly), so ``get`` treats an item whose
@@ -33,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import pyarrow as pa
@@ -44,10 +46,14 @@ from data_access.settings import DataSettings
 from data_access.stores import (
     ObjectInfo,
     ObjectMissing,
+    QueueMessage,
+    RecordStore,
     Stores,
     StoreUnavailable,
+    UploadQueue,
     UploadRecord,
     concat_tables,
+    parse_upload_notification,
 )
 
 log = logging.getLogger(__name__)
@@ -452,6 +458,23 @@ class DynamoMetadataIndex:
     def put(self, record: UploadRecord) -> None:
         self._call("put", "put_item", Item=_record_item(record))
 
+    def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(customerId)"}
+        if expected_hash is not None:
+            condition = {
+                "ConditionExpression": "contentHash = :expected",
+                "ExpressionAttributeValues": {":expected": {"S": expected_hash}},
+            }
+        try:
+            self.client.put_item(TableName=self.table_name, Item=_record_item(record), **condition)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False  # another writer committed first: theirs stands
+            raise _unavailable(f"dynamodb index put_if {self.table_name}", exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(f"dynamodb index put_if {self.table_name}", exc) from exc
+        return True
+
     def get(self, customer_id: str, date: str) -> UploadRecord | None:
         response = self._call(
             "get",
@@ -539,7 +562,14 @@ class DynamoMetadataIndex:
 
 
 class DynamoStateStore:
-    """Small named values; reads are strongly consistent, as watermarks depend on them."""
+    """Small named values; reads are strongly consistent, as watermarks depend on them.
+
+    A name's item is ``{name, value}`` for a value and ``{name, <counter>: N, ...}`` for
+    counters; ``increment`` adds with one ``UpdateItem ADD``, so concurrent writers all count.
+    """
+
+    # Item attributes that are not counters: the key, a value's body, a TTL.
+    _NOT_COUNTERS = frozenset({"name", "value", "ttl"})
 
     def __init__(self, client: Any, table_name: str) -> None:
         self.client = client
@@ -553,7 +583,8 @@ class DynamoStateStore:
         except (BotoCoreError, ClientError) as exc:
             raise _unavailable(f"dynamodb state get {self.table_name}", exc) from exc
         item = response.get("Item")
-        return item["value"]["S"] if item else None
+        # An item holding only counters has no value.
+        return item["value"]["S"] if item and "value" in item else None
 
     def put(self, name: str, value: str) -> None:
         try:
@@ -564,8 +595,49 @@ class DynamoStateStore:
             raise _unavailable(f"dynamodb state put {self.table_name}", exc) from exc
 
     def get_many(self, names: list[str], *, max_rounds: int = 5) -> dict[str, str]:
+        return {
+            item["name"]["S"]: item["value"]["S"]
+            for item in self._batch_get(names, "get_many", max_rounds)
+            if "value" in item
+        }
+
+    def increment(self, name: str, amounts: dict[str, int]) -> None:
+        if not amounts:
+            return
+        clashes = self._NOT_COUNTERS.intersection(amounts)
+        if clashes:
+            raise ValueError(f"not a counter name: {sorted(clashes)}")
+        # Placeholders for every field: a counter may be named like a reserved word ("count").
+        names = {f"#c{n}": field for n, field in enumerate(amounts)}
+        values = {f":c{n}": {"N": str(int(amount))} for n, amount in enumerate(amounts.values())}
+        additions = ", ".join(f"#c{n} :c{n}" for n in range(len(amounts)))
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"name": {"S": name}},
+                UpdateExpression=f"ADD {additions}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"dynamodb state increment {self.table_name}", exc) from exc
+
+    def counters(self, names: list[str], *, max_rounds: int = 5) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for item in self._batch_get(names, "counters", max_rounds):
+            numbers = {
+                field: int(value["N"])
+                for field, value in item.items()
+                if field not in self._NOT_COUNTERS and "N" in value
+            }
+            if numbers:
+                found[item["name"]["S"]] = numbers
+        return found
+
+    def _batch_get(self, names: list[str], what: str, max_rounds: int) -> list[dict[str, Any]]:
+        """Items for ``names``, BATCH_GET_MAX_KEYS per BatchGetItem; leftovers retried."""
         unique = list(dict.fromkeys(names))  # BatchGetItem refuses duplicate keys
-        found: dict[str, str] = {}
+        items: list[dict[str, Any]] = []
         for offset in range(0, len(unique), BATCH_GET_MAX_KEYS):
             pending: dict[str, Any] = {
                 self.table_name: {
@@ -579,18 +651,17 @@ class DynamoStateStore:
                 try:
                     response = self.client.batch_get_item(RequestItems=pending)
                 except (BotoCoreError, ClientError) as exc:
-                    raise _unavailable(f"dynamodb state get_many {self.table_name}", exc) from exc
-                for item in response.get("Responses", {}).get(self.table_name, ()):
-                    found[item["name"]["S"]] = item["value"]["S"]
+                    raise _unavailable(f"dynamodb state {what} {self.table_name}", exc) from exc
+                items.extend(response.get("Responses", {}).get(self.table_name, ()))
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break
                 time.sleep(0.05 * 2**attempt)  # throttled: back off before the leftovers
             else:
                 raise StoreUnavailable(
-                    f"dynamodb state get_many {self.table_name}: keys left unprocessed"
+                    f"dynamodb state {what} {self.table_name}: keys left unprocessed"
                 )
-        return found
+        return items
 
 
 class DynamoRecordStore:
@@ -680,19 +751,287 @@ class DynamoRecordStore:
         return found[:limit]
 
 
+# --------------------------------------------------------------------------- SQS upload queue
+
+SQS_BATCH_MAX = 10  # entries per SendMessageBatch / DeleteMessageBatch, messages per receive
+SQS_MAX_VISIBILITY_SECONDS = 43_200
+UPLOAD_FAILURE_KIND = "upload_failure"  # records kind: why a message was released, by id
+NO_REASON = "no reason recorded"
+_STALE_RECEIPT_CODES = ("MessageNotInflight", "ReceiptHandleIsInvalid")
+
+
+def s3_event_body(bucket: str, key: str) -> str:
+    """An ``ObjectCreated`` notification for one key, as S3 sends it: consumers parse one shape."""
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        # S3 URL-encodes keys in notifications (a space becomes "+"): do the same.
+        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/")}},
+    }
+    return json.dumps({"Records": [record]}, separators=(",", ":"))
+
+
+def sqs_client(settings: DataSettings, session: boto3.Session | None = None) -> Any:
+    session = session or boto3.Session()
+    return session.client(
+        "sqs", endpoint_url=settings.sqs_endpoint, config=botocore_config(settings)
+    )
+
+
+class SqsUploadQueue:
+    """The upload queue on SQS; the lake bucket's ``ObjectCreated`` notifications feed it.
+
+    ``send`` writes the same S3 event shape, so every consumer parses one format. SQS's own
+    redrive policy (``maxReceiveCount``, set where the queue is made: the stack) moves a
+    message received that often to the dead-letter queue; ``release`` only records the
+    reason (records kind ``upload_failure``, by message id) and shortens the wait before the
+    next delivery. ``max_attempts`` is that ``maxReceiveCount``: a message released on its
+    last attempt is made visible at once, so the next receive dead-letters it.
+
+    ``dead_letters`` peeks at the dead-letter queue: it receives with a short visibility and
+    makes the messages visible again at once (a zero visibility would hand the same message
+    back within one listing). Two listings at the same moment may each see part of it.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        dlq_url: str | None,
+        records: RecordStore,
+        max_attempts: int = 5,
+        *,
+        bucket: str = "",
+        retry_seconds: float = 30.0,
+        wait_seconds: int = 1,
+        peek_seconds: int = 5,
+        send_rounds: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.dlq_url = dlq_url
+        self.records = records
+        self.max_attempts = max_attempts
+        self.bucket = bucket
+        self.retry_seconds = retry_seconds
+        # Long polling asks every SQS server, so an empty answer means empty; keep it within
+        # the client's read timeout.
+        self.wait_seconds = wait_seconds
+        self.peek_seconds = peek_seconds
+        self._send_rounds = send_rounds
+        self._clock = clock
+
+    def _call(self, what: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(f"sqs {what}", exc) from exc
+
+    def send(self, keys: list[str]) -> None:
+        bodies = [s3_event_body(self.bucket, key) for key in dict.fromkeys(keys)]
+        for offset in range(0, len(bodies), SQS_BATCH_MAX):
+            pending = {
+                str(n): body for n, body in enumerate(bodies[offset : offset + SQS_BATCH_MAX])
+            }
+            for attempt in range(self._send_rounds):
+                response = self._call(
+                    "send",
+                    "send_message_batch",
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": n, "MessageBody": body} for n, body in pending.items()],
+                )
+                failed = response.get("Failed") or []
+                pending = {entry["Id"]: pending[entry["Id"]] for entry in failed}
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)  # throttled or a server hiccup: retry the rest
+            else:
+                code = failed[0].get("Code", "?")
+                raise StoreUnavailable(f"sqs send: {len(pending)} messages refused ({code})")
+
+    def _message(self, message: dict[str, Any]) -> QueueMessage:
+        keys, problem = parse_upload_notification(message.get("Body", ""))
+        attributes = message.get("Attributes", {})
+        return QueueMessage(
+            id=message["MessageId"],
+            receipt=message["ReceiptHandle"],
+            keys=keys,
+            attempts=int(attributes.get("ApproximateReceiveCount", 1)),
+            problem=problem,
+        )
+
+    def receive(
+        self, max_messages: int = 10, visibility_seconds: float = 300.0
+    ) -> list[QueueMessage]:
+        visibility = min(SQS_MAX_VISIBILITY_SECONDS, max(0, math.ceil(visibility_seconds)))
+        messages: list[QueueMessage] = []
+        wait = self.wait_seconds
+        while len(messages) < max_messages:
+            response = self._call(
+                "receive",
+                "receive_message",
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(SQS_BATCH_MAX, max_messages - len(messages)),
+                VisibilityTimeout=visibility,
+                WaitTimeSeconds=wait,
+                # The successor of the deprecated AttributeNames parameter.
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+            batch = response.get("Messages") or []
+            if not batch:
+                break
+            messages.extend(self._message(message) for message in batch)
+            wait = 0  # something is there: take what else is, without waiting for more
+        return messages
+
+    def delete(self, messages: list[QueueMessage]) -> None:
+        for offset in range(0, len(messages), SQS_BATCH_MAX):
+            chunk = messages[offset : offset + SQS_BATCH_MAX]
+            response = self._call(
+                "delete",
+                "delete_message_batch",
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m.receipt} for n, m in enumerate(chunk)],
+            )
+            for entry in response.get("Failed") or []:
+                # Its visibility ran out and it went to another worker: that one deletes it.
+                log.warning("sqs delete %s failed: %s", chunk[int(entry["Id"])].id, entry)
+        # A message that failed before and has now gone through needs no reason any more.
+        for message in messages:
+            if message.attempts > 1:
+                try:
+                    self.records.delete(UPLOAD_FAILURE_KIND, message.id)
+                except StoreUnavailable as exc:  # a stale reason is harmless; a crash is not
+                    log.warning("could not forget the failure of %s: %s", message.id, exc)
+
+    def release(self, message: QueueMessage, reason: str) -> None:
+        self.records.put(
+            UPLOAD_FAILURE_KIND,
+            message.id,
+            {
+                "reason": reason,
+                "attempts": message.attempts,
+                "keys": list(message.keys),
+                "at": self._clock(),
+            },
+        )
+        last = message.attempts >= self.max_attempts
+        delay = 0 if last else min(SQS_MAX_VISIBILITY_SECONDS, math.ceil(self.retry_seconds))
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=message.receipt, VisibilityTimeout=delay
+            )
+        except ClientError as exc:
+            if error_code(exc).endswith(_STALE_RECEIPT_CODES):
+                log.info("sqs release %s: no longer in flight: %s", message.id, exc)
+                return  # already visible again, or another worker has it: nothing to shorten
+            raise _unavailable("sqs release", exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable("sqs release", exc) from exc
+
+    def _approximate_count(self, queue_url: str) -> int:
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        response = self._call(
+            "depth", "get_queue_attributes", QueueUrl=queue_url, AttributeNames=names
+        )
+        attributes = response.get("Attributes", {})
+        return sum(int(attributes.get(name, 0)) for name in names)
+
+    def depth(self) -> int:
+        return self._approximate_count(self.queue_url)
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        if not self.dlq_url or limit <= 0 or self._approximate_count(self.dlq_url) == 0:
+            return []  # the usual case answers without a receive that waits
+        receipts: dict[str, str] = {}
+        try:
+            wait = self.wait_seconds
+            while len(receipts) < limit:
+                response = self._call(
+                    "dead_letters",
+                    "receive_message",
+                    QueueUrl=self.dlq_url,
+                    MaxNumberOfMessages=min(SQS_BATCH_MAX, limit - len(receipts)),
+                    VisibilityTimeout=self.peek_seconds,
+                    WaitTimeSeconds=wait,
+                )
+                batch = response.get("Messages") or []
+                new = [m for m in batch if m["MessageId"] not in receipts]
+                if not new:
+                    break
+                receipts.update((m["MessageId"], m["ReceiptHandle"]) for m in new)
+                wait = 0
+        finally:
+            self._make_visible(self.dlq_url, list(receipts.values()))
+        found = []
+        for message_id in receipts:
+            doc = self.records.get(UPLOAD_FAILURE_KIND, message_id)
+            found.append((message_id, str(doc.get("reason") or NO_REASON) if doc else NO_REASON))
+        return found
+
+    def _make_visible(self, queue_url: str, receipts: list[str]) -> None:
+        for offset in range(0, len(receipts), SQS_BATCH_MAX):
+            chunk = receipts[offset : offset + SQS_BATCH_MAX]
+            try:
+                response = self.client.change_message_visibility_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": receipt, "VisibilityTimeout": 0}
+                        for n, receipt in enumerate(chunk)
+                    ],
+                )
+            except (BotoCoreError, ClientError) as exc:
+                # They come back by themselves after peek_seconds.
+                log.warning("sqs: could not make peeked messages visible again: %s", exc)
+                continue
+            for entry in response.get("Failed") or []:
+                log.warning("sqs: peeked message stays hidden until its visibility ends: %s", entry)
+
+
 def build_aws_stores(
-    settings: DataSettings, *, s3: Any | None = None, dynamodb: Any | None = None
+    settings: DataSettings,
+    *,
+    s3: Any | None = None,
+    dynamodb: Any | None = None,
+    sqs: Any | None = None,
 ) -> Stores:
-    """The stores on S3 and DynamoDB. Clients are thread-safe and shared by the stores;
-    pass ``s3``/``dynamodb`` to reuse clients (creating one costs a few hundred ms)."""
-    if s3 is None or dynamodb is None:
+    """The stores on S3, DynamoDB and SQS. Clients are thread-safe and shared by the stores;
+    pass ``s3``/``dynamodb``/``sqs`` to reuse clients (creating one costs a few hundred ms)."""
+    wants_sqs = settings.upload_queue_url is not None and sqs is None
+    if s3 is None or dynamodb is None or wants_sqs:
         session = boto3.Session()  # sessions are not thread-safe: used only here
         s3 = s3 or s3_client(settings, session)
         dynamodb = dynamodb or dynamodb_client(settings, session)
+        if wants_sqs:
+            sqs = sqs_client(settings, session)
+    records = DynamoRecordStore(dynamodb, RECORDS_TABLE.table_name(settings))
+    queue: UploadQueue
+    if settings.upload_queue_url:
+        queue = SqsUploadQueue(
+            sqs,
+            settings.upload_queue_url,
+            settings.upload_dlq_url,
+            records,
+            settings.upload_max_attempts,
+            bucket=settings.s3_bucket,
+            retry_seconds=settings.upload_retry_seconds,
+        )
+    else:
+        # No queue URL: development against local servers (DynamoDB Local and SeaweedFS,
+        # which has no SQS). The stack always sets one.
+        from data_access.local import SqliteUploadQueue
+
+        queue = SqliteUploadQueue(
+            settings.state_db,
+            max_attempts=settings.upload_max_attempts,
+            retry_seconds=settings.upload_retry_seconds,
+        )
     return Stores(
         lake=S3Lake(settings.s3_bucket, settings, client=s3),
         cache=DynamoCacheTable(dynamodb, CACHE_TABLE.table_name(settings)),
         index=DynamoMetadataIndex(dynamodb, INDEX_TABLE.table_name(settings)),
         state=DynamoStateStore(dynamodb, STATE_TABLE.table_name(settings)),
-        records=DynamoRecordStore(dynamodb, RECORDS_TABLE.table_name(settings)),
+        records=records,
+        queue=queue,
     )

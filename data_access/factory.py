@@ -17,6 +17,7 @@ def build_stores(settings: DataSettings) -> Stores:
         SqliteMetadataIndex,
         SqliteRecordStore,
         SqliteStateStore,
+        SqliteUploadQueue,
     )
 
     return Stores(
@@ -25,4 +26,9 @@ def build_stores(settings: DataSettings) -> Stores:
         index=SqliteMetadataIndex(settings.state_db),
         state=SqliteStateStore(settings.state_db),
         records=SqliteRecordStore(settings.state_db),
+        queue=SqliteUploadQueue(
+            settings.state_db,
+            max_attempts=settings.upload_max_attempts,
+            retry_seconds=settings.upload_retry_seconds,
+        ),
     )

@@ -27,13 +27,19 @@ def raw_upload_key(customer_id: str, date: str) -> str:
     return f"{RAW_SCREEN_TIME}{customer_id}/{date}.json"
 
 
-def processed_upload_key(customer_id: str, date: str) -> str:
-    return f"{PROCESSED_SCREEN_TIME}{customer_id}/{date}/aggregated.parquet"
+def processed_upload_key(customer_id: str, date: str, content_hash: str) -> str:
+    """One object per version of a customer-day, named by its content.
+
+    Racing workers never overwrite each other's object (the index's conditional write picks
+    the winner), and the version the rollup summaries hold stays readable until the rollup
+    has subtracted it.
+    """
+    return f"{PROCESSED_SCREEN_TIME}{customer_id}/{date}/{content_hash[:16]}.parquet"
 
 
-def screen_time_rollup_key(date: str, table: str) -> str:
-    """``table`` is one of customers, apps, hours, detail_apps, detail_hours."""
-    return f"{ROLLUP_SCREEN_TIME}date={date}/{table}.parquet"
+def screen_time_summary_key(date: str) -> str:
+    """The date's fleet summary: O(apps + hours) rows, whatever the number of customers."""
+    return f"{ROLLUP_SCREEN_TIME}date={date}/summary.parquet"
 
 
 def business_rollup_key(date: str, table: str) -> str:
@@ -60,7 +66,29 @@ def customer_version(customer_id: str) -> str:
     return f"version:customer:{customer_id}"
 
 
+def screen_time_date_version(date: str) -> str:
+    """Changes only when that date's fleet numbers change."""
+    return f"version:rollup:screen_time:{date}"
+
+
+def folded_version(customer_id: str, date: str) -> str:
+    """The content hash of the customer-day version the fleet summaries hold."""
+    return f"folded:screen_time:{customer_id}:{date}"
+
+
+def pipeline_counters(hour: str) -> str:
+    """Processing counters of one UTC hour, ``YYYY-MM-DDTHH``."""
+    return f"counters:screen_time:{hour}"
+
+
+# Records kind of customer-day versions replaced or lost in a race, awaiting deletion.
+SUPERSEDED = "superseded"
+
+# Records kind of the customer directory: one entry per customer, searched by id prefix.
+CUSTOMER_DIRECTORY = "customer"
+
 VERSION_SCREEN_TIME_ROLLUP = "version:rollup:screen_time"
+VERSION_CUSTOMER_DIRECTORY = "version:customer_directory"
 VERSION_BUSINESS_ROLLUP = "version:rollup:business"
 VERSION_LATEST_UPLOAD = "version:screen_time:latest_upload"
 VERSION_EVENTS = "version:events"

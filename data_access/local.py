@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from data_access.stores import (
     ObjectInfo,
     ObjectMissing,
+    QueueMessage,
     StoreUnavailable,
     UploadRecord,
     concat_tables,
@@ -232,11 +233,63 @@ class SqliteMetadataIndex(_Sqlite):
         )
         return [UploadRecord(*row) for row in rows]
 
+    def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
+        values = (
+            record.customer_id,
+            record.date,
+            record.object_key,
+            record.raw_key,
+            record.raw_bytes,
+            record.parquet_bytes,
+            record.rows,
+            record.uploaded_at,
+            record.content_hash,
+        )
+        if expected_hash is None:
+            self._execute(
+                f"INSERT OR IGNORE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                values,
+            )
+        else:
+            self._execute(
+                "UPDATE uploads SET object_key = ?, raw_key = ?, raw_bytes = ?, parquet_bytes = ?,"
+                " rows = ?, uploaded_at = ?, content_hash = ?"
+                " WHERE customer_id = ? AND date = ? AND content_hash = ?",
+                (*values[2:], record.customer_id, record.date, expected_hash),
+            )
+        return self._execute("SELECT changes()")[0][0] == 1
+
 
 class SqliteStateStore(_Sqlite):
     schema = """
     CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS counters (
+        name TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,
+        PRIMARY KEY (name, field)
+    ) WITHOUT ROWID;
     """
+
+    def increment(self, name: str, amounts: dict[str, int]) -> None:
+        conn = self._connect()
+        try:
+            conn.executemany(
+                "INSERT INTO counters (name, field, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (name, field) DO UPDATE SET value = value + excluded.value",
+                [(name, field, int(amount)) for field, amount in amounts.items()],
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def counters(self, names: list[str]) -> dict[str, dict[str, int]]:
+        if not names:
+            return {}
+        marks = ",".join("?" * len(names))
+        found: dict[str, dict[str, int]] = {}
+        for name, field, value in self._execute(
+            f"SELECT name, field, value FROM counters WHERE name IN ({marks})", names
+        ):
+            found.setdefault(name, {})[field] = value
+        return found
 
     def get(self, name: str) -> str | None:
         rows = self._execute("SELECT value FROM state WHERE name = ?", (name,))
@@ -290,3 +343,102 @@ class SqliteRecordStore(_Sqlite):
             (kind, prefix, prefix + "\U0010ffff", limit),
         )
         return [(key, json.loads(doc)) for key, doc in rows]
+
+
+class SqliteUploadQueue(_Sqlite):
+    """The embedded upload queue: a SQLite table that several processes drain at once.
+
+    Each key is one message: sending a key already waiting is a no-op, and sending one that
+    is in flight bumps its generation, so the worker's delete puts it back instead of
+    dropping a re-upload that arrived while the old bytes were being processed.
+    """
+
+    schema = """
+    CREATE TABLE IF NOT EXISTS upload_queue (
+        key TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0,
+        visible_at REAL NOT NULL, receipt TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS upload_queue_visible ON upload_queue (visible_at);
+    CREATE TABLE IF NOT EXISTS upload_dead_letters (
+        key TEXT PRIMARY KEY, reason TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """
+
+    def __init__(
+        self, path: Path, *, max_attempts: int = 5, retry_seconds: float = 30.0, clock=time.time
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        super().__init__(path)
+
+    def send(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        conn = self._connect()
+        try:
+            conn.executemany(
+                "INSERT INTO upload_queue (key, visible_at) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET generation = generation + 1",
+                [(key, self._clock()) for key in dict.fromkeys(keys)],
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def receive(
+        self, max_messages: int = 10, visibility_seconds: float = 300.0
+    ) -> list[QueueMessage]:
+        now = self._clock()
+        receipt = uuid.uuid4().hex
+        # One statement claims the rows, so two processes never receive the same delivery.
+        rows = self._execute(
+            "UPDATE upload_queue SET visible_at = ?, receipt = ?, attempts = attempts + 1"
+            " WHERE key IN (SELECT key FROM upload_queue WHERE visible_at <= ?"
+            " ORDER BY visible_at LIMIT ?) RETURNING key, generation, attempts",
+            (now + visibility_seconds, receipt, now, max_messages),
+        )
+        return [
+            QueueMessage(id=key, receipt=f"{receipt}:{generation}", keys=(key,), attempts=attempts)
+            for key, generation, attempts in sorted(rows)
+        ]
+
+    def delete(self, messages: list[QueueMessage]) -> None:
+        for message in messages:
+            receipt, generation = message.receipt.rsplit(":", 1)
+            self._execute(
+                "DELETE FROM upload_queue WHERE key = ? AND receipt = ? AND generation = ?",
+                (message.id, receipt, int(generation)),
+            )
+            # Sent again while in flight: deliver the newer bytes too.
+            self._execute(
+                "UPDATE upload_queue SET visible_at = ?, attempts = 0"
+                " WHERE key = ? AND receipt = ?",
+                (self._clock(), message.id, receipt),
+            )
+
+    def release(self, message: QueueMessage, reason: str) -> None:
+        receipt = message.receipt.rsplit(":", 1)[0]
+        if message.attempts >= self.max_attempts:
+            self._execute(
+                "INSERT OR REPLACE INTO upload_dead_letters (key, reason, attempts, dead_at)"
+                " VALUES (?, ?, ?, ?)",
+                (message.id, reason, message.attempts, self._clock()),
+            )
+            self._execute(
+                "DELETE FROM upload_queue WHERE key = ? AND receipt = ?", (message.id, receipt)
+            )
+            return
+        self._execute(
+            "UPDATE upload_queue SET visible_at = ?, last_error = ? WHERE key = ? AND receipt = ?",
+            (self._clock() + self.retry_seconds, reason, message.id, receipt),
+        )
+
+    def depth(self) -> int:
+        return self._execute("SELECT count(*) FROM upload_queue")[0][0]
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        rows = self._execute(
+            "SELECT key, reason FROM upload_dead_letters ORDER BY dead_at DESC LIMIT ?", (limit,)
+        )
+        return [(key, reason) for key, reason in rows]

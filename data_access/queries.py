@@ -102,125 +102,112 @@ class DateRange(Query):
         return self.start - span, self.start - dt.timedelta(days=1)
 
 
-# ---- screen time: fleet (rollups) -------------------------------------------------------
+# ---- screen time: fleet (per-date summaries) ----------------------------------------------
+
+# A date's summary: rows (dim, key) with dim "day" (key ""), "app" (key app_id) or "hour"
+# (key "00".."23"). Seconds and counts are by calendar day; ``customers`` counts the date's
+# uploads with any usage (dim "day") or with usage of that app (dim "app"); ``uploads``
+# counts the date's uploads, empty ones included.
+SUMMARY_COUNTS = ["seconds", "sessions", "pickups", "notifications", "customers", "uploads"]
+
+
+def summary_frame(table: pa.Table | None) -> pd.DataFrame:
+    """A summary table as a frame with every column, empty when there is none."""
+    if table is None or table.num_columns == 0:
+        columns = {"dim": "object", "key": "object", **dict.fromkeys(SUMMARY_COUNTS, "int64")}
+        return _empty(columns)
+    return table.to_pandas()
+
+
+def _summaries(stores: Stores, days: list[str], dim: str) -> pd.DataFrame:
+    """The ``dim`` rows of each day's summary, with a ``day`` column."""
+    tables = stores.lake.read_tables([layout.screen_time_summary_key(d) for d in days])
+    frames = []
+    for day, table in zip(days, tables, strict=True):
+        frame = summary_frame(table)
+        frames.append(frame[frame["dim"] == dim].assign(day=day))
+    return pd.concat(frames, ignore_index=True) if frames else summary_frame(None).assign(day="")
+
+
+class FleetQuery(DateRange):
+    """Fleet queries depend on the versions of their own dates only."""
+
+    def versions(self) -> list[str]:
+        return [layout.screen_time_date_version(d) for d in self.days]
 
 
 @dataclass(frozen=True)
-class FleetDailyQuery(DateRange):
+class FleetDailyQuery(FleetQuery):
     """Per day: active customers, total and average screen time, pickups."""
 
     kind: ClassVar[str] = "fleet_daily"
 
-    def versions(self) -> list[str]:
-        return [layout.VERSION_SCREEN_TIME_ROLLUP]
-
     def load(self, stores: Stores) -> pd.DataFrame:
-        keys = [layout.screen_time_rollup_key(d, "customers") for d in self.days]
-        table = stores.lake.read_table(keys)
-        if table.num_rows == 0:
-            return _empty(
-                {
-                    "day": "object",
-                    "active_customers": "int64",
-                    "total_seconds": "int64",
-                    "avg_seconds": "float64",
-                    "avg_pickups": "float64",
-                }
-            )
-        df = table.to_pandas()
-        active = df[df["seconds"] > 0]
-        out = active.groupby("day").agg(
-            active_customers=("customer_id", "nunique"),
-            total_seconds=("seconds", "sum"),
-            avg_seconds=("seconds", "mean"),
-            avg_pickups=("pickups", "mean"),
-        )
-        return out.reset_index().sort_values("day").reset_index(drop=True)
+        days = _summaries(stores, self.days, "day")
+        days = days[days["customers"] > 0]
+        active = days["customers"]
+        return pd.DataFrame(
+            {
+                "day": days["day"],
+                "active_customers": active.astype("int64"),
+                "total_seconds": days["seconds"].astype("int64"),
+                "avg_seconds": (days["seconds"] / active).astype("float64"),
+                "avg_pickups": (days["pickups"] / active).astype("float64"),
+            }
+        ).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
-class FleetAppsQuery(DateRange):
+class FleetAppsQuery(FleetQuery):
     """Per app over the range: seconds, customer-days, sessions (categories derive from it)."""
 
     kind: ClassVar[str] = "fleet_apps"
 
-    def versions(self) -> list[str]:
-        return [layout.VERSION_SCREEN_TIME_ROLLUP]
-
     def load(self, stores: Stores) -> pd.DataFrame:
-        keys = [layout.screen_time_rollup_key(d, "apps") for d in self.days]
-        table = stores.lake.read_table(keys)
-        if table.num_rows == 0:
-            return _empty(
-                {
-                    "app_id": "object",
-                    "app_name": "object",
-                    "category": "object",
-                    "seconds": "int64",
-                    "customer_days": "int64",
-                    "sessions": "int64",
-                }
-            )
-        df = table.to_pandas()
-        out = df.groupby(["app_id", "app_name", "category"], as_index=False).agg(
+        apps = _summaries(stores, self.days, "app")
+        out = apps.groupby("key", as_index=False).agg(
             seconds=("seconds", "sum"),
             customer_days=("customers", "sum"),
             sessions=("sessions", "sum"),
         )
+        out = out[out["seconds"] > 0].rename(columns={"key": "app_id"})
+        out = out.merge(app_names(stores), on="app_id", how="left")
+        out["app_name"] = out["app_name"].fillna(out["app_id"])
+        out["category"] = out["category"].fillna("Other")
+        out = out[["app_id", "app_name", "category", "seconds", "customer_days", "sessions"]]
+        out = out.astype({"seconds": "int64", "customer_days": "int64", "sessions": "int64"})
         return out.sort_values("seconds", ascending=False).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
-class FleetHoursQuery(DateRange):
+class FleetHoursQuery(FleetQuery):
     """Average screen time per active customer-day by local hour of day."""
 
     kind: ClassVar[str] = "fleet_hours"
 
-    def versions(self) -> list[str]:
-        return [layout.VERSION_SCREEN_TIME_ROLLUP]
-
     def load(self, stores: Stores) -> pd.DataFrame:
-        hours = stores.lake.read_table(
-            [layout.screen_time_rollup_key(d, "hours") for d in self.days]
-        )
+        hours = _summaries(stores, self.days, "hour")
+        active_days = max(1, int(_summaries(stores, self.days, "day")["customers"].sum()))
+        per_hour = hours.groupby(hours["key"].astype("int64"))["seconds"].sum() / active_days
         frame = pd.DataFrame({"hour": range(24)})
-        if hours.num_rows == 0:
-            frame["avg_seconds"] = 0.0
-            return frame
-        df = hours.to_pandas()
-        customers = stores.lake.read_table(
-            [layout.screen_time_rollup_key(d, "customers") for d in self.days], ["seconds"]
-        )
-        active_days = max(
-            1, int(pa.compute.sum(pa.compute.greater(customers["seconds"], 0)).as_py())
-        )
-        per_hour = df.groupby("hour")["seconds"].sum() / active_days
-        frame["avg_seconds"] = frame["hour"].map(per_hour).fillna(0.0)
+        frame["avg_seconds"] = frame["hour"].map(per_hour).fillna(0.0).astype("float64")
         return frame
 
 
 @dataclass(frozen=True)
 class CustomerSearchQuery(Query):
-    """Customers whose id starts with ``prefix``, with their latest day's screen time."""
+    """Customers whose id starts with ``prefix``, from the customer directory (a range read)."""
 
     kind: ClassVar[str] = "customer_search"
     prefix: str
-    day: dt.date
     limit: int = 20
 
     def versions(self) -> list[str]:
-        return [layout.VERSION_SCREEN_TIME_ROLLUP]
+        return [layout.VERSION_CUSTOMER_DIRECTORY]
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        table = stores.lake.read_table(
-            [layout.screen_time_rollup_key(self.day.isoformat(), "customers")]
-        )
-        columns = {"customer_id": "object", "seconds": "int64"}
-        if table.num_rows == 0:
-            return _empty(columns)
-        df = table.to_pandas()[["customer_id", "seconds"]]
-        df = df[df["customer_id"].str.startswith(self.prefix)]
-        return df.sort_values("customer_id").head(self.limit).reset_index(drop=True)
+        found = stores.records.scan(layout.CUSTOMER_DIRECTORY, prefix=self.prefix, limit=self.limit)
+        return pd.DataFrame({"customer_id": pd.Series([key for key, _ in found], dtype="object")})
 
 
 # ---- screen time: one customer (per-customer files, found through the index) -------------
@@ -531,7 +518,10 @@ class MetricsQuery(Query):
 
 @dataclass(frozen=True)
 class PipelineStatsQuery(Query):
-    """Uploads processed per hour since ``since``, quarantined uploads by reason, latest upload."""
+    """Uploads processed and quarantined, and their bytes, in the UTC hours since ``since``.
+
+    Read from the hourly counters processing keeps (one item per hour), never from the index.
+    """
 
     kind: ClassVar[str] = "pipeline_stats"
     since: dt.datetime
@@ -540,20 +530,25 @@ class PipelineStatsQuery(Query):
         return [layout.VERSION_LATEST_UPLOAD, layout.VERSION_QUARANTINE]
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        records = stores.index.uploaded_since(self.since.timestamp(), limit=1_000_000)
-        quarantined = sum(
-            1
-            for info in stores.lake.list(layout.QUARANTINE_SCREEN_TIME)
-            if info.key.endswith(".reason.json")
-        )
-        latest = max((r.uploaded_at for r in records), default=None)
+        hour = self.since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        now = dt.datetime.now(dt.UTC)
+        names = []
+        while hour <= now:
+            names.append(layout.pipeline_counters(hour.strftime("%Y-%m-%dT%H")))
+            hour += dt.timedelta(hours=1)
+        totals: dict[str, int] = {}
+        for counters in stores.state.counters(names).values():
+            for name, value in counters.items():
+                totals[name] = totals.get(name, 0) + value
+        latest = stores.state.get(layout.VERSION_LATEST_UPLOAD)
+        latest_at = float(latest.split("-", 1)[0]) if latest else float("nan")
         return pd.DataFrame(
             [
-                {"metric": "uploads_processed", "value": float(len(records))},
-                {"metric": "uploads_quarantined", "value": float(quarantined)},
-                {"metric": "parquet_bytes", "value": float(sum(r.parquet_bytes for r in records))},
-                {"metric": "raw_bytes", "value": float(sum(r.raw_bytes for r in records))},
-                {"metric": "latest_upload_at", "value": float(latest) if latest else float("nan")},
+                {"metric": "uploads_processed", "value": float(totals.get("processed", 0))},
+                {"metric": "uploads_quarantined", "value": float(totals.get("quarantined", 0))},
+                {"metric": "parquet_bytes", "value": float(totals.get("parquet_bytes", 0))},
+                {"metric": "raw_bytes", "value": float(totals.get("raw_bytes", 0))},
+                {"metric": "latest_upload_at", "value": latest_at},
             ]
         )
 

@@ -19,6 +19,7 @@ class DataSettings:
     s3_bucket: str = "mission-control-lake"
     s3_endpoint: str | None = None
     dynamodb_endpoint: str | None = None
+    sqs_endpoint: str | None = None
     aws_region: str = "us-east-1"
     table_prefix: str = "mission-control"
     connect_timeout_seconds: float = 1.0
@@ -29,6 +30,11 @@ class DataSettings:
     memo_seconds: int = 60
     version_memo_seconds: float = 1.0
     redis_url: str | None = None
+    # Upload queue: SQS when a URL is set (the stack sets it), else a SQLite table in state_db.
+    upload_queue_url: str | None = None
+    upload_dlq_url: str | None = None
+    upload_max_attempts: int = 5
+    upload_retry_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataSettings:
@@ -45,6 +51,7 @@ class DataSettings:
             dynamodb_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB")
             or env.get("AWS_ENDPOINT_URL")
             or None,
+            sqs_endpoint=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None,
             aws_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", cls.aws_region)),
             table_prefix=env.get("TABLE_PREFIX", cls.table_prefix),
             connect_timeout_seconds=float(
@@ -58,4 +65,8 @@ class DataSettings:
             memo_seconds=int(env.get("MEMO_SECONDS", cls.memo_seconds)),
             version_memo_seconds=float(env.get("VERSION_MEMO_SECONDS", cls.version_memo_seconds)),
             redis_url=env.get("REDIS_URL") or None,
+            upload_queue_url=env.get("UPLOAD_QUEUE_URL") or None,
+            upload_dlq_url=env.get("UPLOAD_DLQ_URL") or None,
+            upload_max_attempts=int(env.get("UPLOAD_MAX_ATTEMPTS", cls.upload_max_attempts)),
+            upload_retry_seconds=float(env.get("UPLOAD_RETRY_SECONDS", cls.upload_retry_seconds)),
         )

@@ -6,6 +6,8 @@ DynamoDB). ``tests/contract`` runs the same test class against both.
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -102,6 +104,13 @@ class MetadataIndex(Protocol):
     def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
         """Records with ``uploaded_at > since``, oldest first."""
 
+    def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
+        """Write only if the stored record's content hash is ``expected_hash`` (None: no record).
+
+        False when another writer got there first: the conditional write that makes a
+        duplicate delivery or a racing worker change nothing.
+        """
+
 
 @runtime_checkable
 class StateStore(Protocol):
@@ -112,6 +121,12 @@ class StateStore(Protocol):
     def put(self, name: str, value: str) -> None: ...
 
     def get_many(self, names: list[str]) -> dict[str, str]: ...
+
+    def increment(self, name: str, amounts: dict[str, int]) -> None:
+        """Add ``amounts`` to the named counters atomically (concurrent writers all count)."""
+
+    def counters(self, names: list[str]) -> dict[str, dict[str, int]]:
+        """The counters under each name that has any; absent names are left out."""
 
 
 @runtime_checkable
@@ -137,9 +152,76 @@ class RecordStore(Protocol):
 
 
 @dataclass(frozen=True)
+class QueueMessage:
+    """One delivery of a message naming raw upload keys."""
+
+    id: str  # stable across deliveries of the same message
+    receipt: str  # what delete and release need; changes with every delivery
+    keys: tuple[str, ...]  # raw keys, URL-decoded; empty for a test event
+    attempts: int  # deliveries so far, this one included
+    problem: str | None = None  # why the body could not be read, for a poison message
+
+
+def parse_upload_notification(body: str) -> tuple[tuple[str, ...], str | None]:
+    """(raw keys, problem) from a queue message body in S3's event notification shape.
+
+    S3 URL-encodes keys; ``s3:TestEvent`` (sent when a notification is configured) and
+    events other than ObjectCreated name no keys. A body that is not such a document is a
+    problem: the message is poison and ends in the dead-letter queue with this reason.
+    """
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        return (), f"body is not JSON: {exc}"
+    if not isinstance(document, dict):
+        return (), "body is not a JSON object"
+    if document.get("Event") == "s3:TestEvent":
+        return (), None
+    records = document.get("Records")
+    if not isinstance(records, list):
+        return (), "body has no Records list"
+    keys = []
+    for record in records:
+        try:
+            if str(record.get("eventName", "ObjectCreated:")).startswith("ObjectCreated"):
+                keys.append(urllib.parse.unquote_plus(record["s3"]["object"]["key"]))
+        except (AttributeError, KeyError, TypeError):
+            return (), "a record names no s3.object.key"
+    return tuple(keys), None
+
+
+@runtime_checkable
+class UploadQueue(Protocol):
+    """Durable, at-least-once queue of raw uploads to process (SQS on AWS, SQLite locally).
+
+    A received message is invisible to other receivers for ``visibility_seconds``; one that
+    is neither deleted nor released in time is delivered again. A message released
+    ``max_attempts`` times moves to the dead-letter queue with the last reason.
+    """
+
+    def send(self, keys: list[str]) -> None: ...
+
+    def receive(
+        self, max_messages: int = 10, visibility_seconds: float = 300.0
+    ) -> list[QueueMessage]: ...
+
+    def delete(self, messages: list[QueueMessage]) -> None: ...
+
+    def release(self, message: QueueMessage, reason: str) -> None:
+        """Processing failed: deliver again later, or dead-letter it once out of attempts."""
+
+    def depth(self) -> int:
+        """Messages waiting or in flight (approximate on SQS)."""
+
+    def dead_letters(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(message id, reason) of dead-lettered messages."""
+
+
+@dataclass(frozen=True)
 class Stores:
     lake: Lake
     cache: CacheTable
     index: MetadataIndex
     state: StateStore
     records: RecordStore
+    queue: UploadQueue

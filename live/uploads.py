@@ -146,6 +146,8 @@ def create_upload_blueprint(api: UploadApi) -> Blueprint:
             return _error(413, f"uploads are limited to {MAX_PUT_BYTES} bytes")
         try:
             api.stores.lake.write_bytes(key, data)
+            # Queued as S3 would notify: a device whose PUT fails here sends it again.
+            api.stores.queue.send([key])
         except StoreUnavailable:
             return _error(503, "the lake is unreachable; try again", **{"Retry-After": "5"})
         response = jsonify(key=key, bytes=len(data))

@@ -28,8 +28,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.generate import generate
 
     end = dt.date.fromisoformat(args.end) if args.end else dt.datetime.now(dt.UTC).date()
+    stores = _stores()
     summary = generate(
-        _stores().lake,
+        stores.lake,
+        queue=stores.queue,
         customers=args.customers,
         days=args.days,
         seed=args.seed,
@@ -43,18 +45,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from pipeline.events import compact_events, compact_metrics
-    from pipeline.process import process_pending
+    from pipeline.process import drain, drain_parallel
 
-    stores = _stores()
-    handled = 0
-
-    def progress(outcome: object) -> None:
-        nonlocal handled
-        handled += 1
-        if handled % 1000 == 0:
-            print(f"processed {handled} uploads", file=sys.stderr)
-
-    summary = process_pending(stores, progress=progress)
+    settings = DataSettings.from_env()
+    stores = build_stores(settings)
+    if args.workers > 1:
+        summary = drain_parallel(settings, workers=args.workers, batch=args.batch)
+    else:
+        summary = drain(stores, batch=args.batch)
     _print({**asdict(summary), "uploads_per_second": round(summary.uploads_per_second, 1)})
     _print(compact_events(stores))
     _print(compact_metrics(stores))
@@ -69,9 +67,12 @@ def cmd_rollup(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from pipeline.reconcile import reconcile
+    from pipeline.reconcile import reconcile, requeue_missed
 
-    report = reconcile(_stores())
+    stores = _stores()
+    if args.requeue:
+        print(f"re-queued {requeue_missed(stores)} uploads", file=sys.stderr)
+    report = reconcile(stores)
     _print(report)
     return 0 if report.ok else 1
 
@@ -299,15 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bad", type=int, default=0, help="also write N invalid uploads")
     gen.set_defaults(func=cmd_generate)
 
-    sub.add_parser(
-        "process", help="process pending uploads, compact events and metrics"
-    ).set_defaults(func=cmd_process)
+    from pipeline.process import default_workers
+
+    process = sub.add_parser(
+        "process", help="drain the upload queue in parallel, compact events and metrics"
+    )
+    process.add_argument(
+        "--workers", type=int, default=default_workers(), help="processes (default: the cores)"
+    )
+    process.add_argument("--batch", type=int, default=32, help="messages per receive")
+    process.set_defaults(func=cmd_process)
     sub.add_parser("rollup", help="update the per-date fleet and business rollups").set_defaults(
         func=cmd_rollup
     )
-    sub.add_parser("reconcile", help="prove every upload is processed or quarantined").set_defaults(
-        func=cmd_reconcile
+    reconcile = sub.add_parser(
+        "reconcile", help="prove every upload is processed or quarantined (lists the lake)"
     )
+    reconcile.add_argument(
+        "--requeue", action="store_true", help="first queue every upload not yet handled"
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
     sub.add_parser(
         "bootstrap", help="create the buckets and tables the AWS backend needs"
     ).set_defaults(func=cmd_bootstrap)

@@ -30,7 +30,7 @@ from itertools import accumulate
 from operator import itemgetter
 from zoneinfo import ZoneInfo
 
-from data_access.stores import Lake
+from data_access.stores import Lake, UploadQueue
 from pipeline.catalog import (
     AGENT_VERSIONS,
     APP_CATEGORIES,
@@ -949,8 +949,12 @@ def generate(
     bad_uploads: int = 0,
     hosts: int = 2,
     progress: Callable[[str], None] | None = None,
+    queue: UploadQueue | None = None,
 ) -> GenerateSummary:
-    """Write sample screen-time uploads, events and metrics for the ``days`` ending at end_date."""
+    """Write sample screen-time uploads, events and metrics for the ``days`` ending at end_date.
+
+    Each screen-time upload written is also sent to ``queue``, as a device's upload is.
+    """
     if not 0 <= customers <= MAX_CUSTOMERS:
         raise ValueError(f"customers must be between 0 and {MAX_CUSTOMERS}")
     if days < 1:
@@ -964,6 +968,7 @@ def generate(
     objects = 0
 
     lake.write_bytes(PRODUCTS_KEY, _json(products_document()).encode())
+    written: list[str] = []
     objects += 1
 
     uploads = empty = missing = sessions = crossings = raw_bytes = 0
@@ -974,7 +979,9 @@ def generate(
             if upload is None:
                 missing += 1
                 continue
-            lake.write_bytes(screen_time_key(profile.customer_id, day), upload.data)
+            key = screen_time_key(profile.customer_id, day)
+            lake.write_bytes(key, upload.data)
+            written.append(key)
             uploads += 1
             empty += upload.sessions == 0
             sessions += upload.sessions
@@ -988,8 +995,12 @@ def generate(
     for index in range(bad_uploads):
         _, key, data = bad_upload(seed, index, end_date, days)
         lake.write_bytes(key, data)
+        written.append(key)
         bad_bytes += len(data)
     objects += bad_uploads
+    if queue is not None:
+        for start in range(0, len(written), 1000):
+            queue.send(written[start : start + 1000])
     if bad_uploads:
         report(f"bad uploads: {bad_uploads}")
 

@@ -213,7 +213,9 @@ def _day_rollup(folder: Path, customers: int) -> dict:
     stores = build_stores(
         DataSettings(lake_root=folder / "day" / "lake", state_db=folder / "day" / "state.sqlite")
     )
-    summary = generate(stores.lake, customers=customers, days=1, seed=3, end_date=day, hosts=0)
+    summary = generate(
+        stores.lake, queue=stores.queue, customers=customers, days=1, seed=3, end_date=day, hosts=0
+    )
     started = time.perf_counter()
     compacted = compact_events(stores)
     compact_seconds = time.perf_counter() - started

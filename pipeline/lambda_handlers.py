@@ -5,7 +5,8 @@
 | ``pipeline.lambda_handlers.pipeline_handler`` | EventBridge ``rate(5 minutes)`` |
 | ``pipeline.lambda_handlers.alerts_handler`` | EventBridge ``rate(1 minute)`` |
 | ``pipeline.lambda_handlers.daily_handler`` | EventBridge ``cron(30 0 * * ? *)`` |
-| ``pipeline.lambda_handlers.s3_handler`` | S3 ``ObjectCreated`` on ``raw/`` |
+| ``pipeline.lambda_handlers.sqs_handler`` | the upload queue (S3 ``raw/screen_time/``) |
+| ``pipeline.lambda_handlers.s3_handler`` | S3 ``ObjectCreated`` on events and metrics |
 
 They call the same functions as ``pipeline.scheduler``. Give the schedule functions a reserved
 concurrency of 1: compaction rewrites whole hours, and two runs of the same hour at once
@@ -23,7 +24,12 @@ from urllib.parse import unquote_plus
 
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
-from data_access.stores import Stores
+from data_access.stores import (
+    ObjectMissing,
+    QueueMessage,
+    Stores,
+    parse_upload_notification,
+)
 from pipeline.scheduler import (
     SchedulerSettings,
     close_day,
@@ -86,11 +92,47 @@ def daily_handler(event: dict, context: Any = None) -> dict:
     return close_day(stores, day, dedupe_retention_days=settings.dedupe_retention_days)
 
 
+def sqs_handler(event: dict, context: Any = None) -> dict:
+    """Screen-time uploads from the SQS queue (``ReportBatchItemFailures``).
+
+    A message that fails is reported, its reason recorded, and SQS delivers it again; after
+    the queue's maxReceiveCount it moves to the dead-letter queue. Test events and messages
+    whose uploads are processed (or quarantined) succeed.
+    """
+    from pipeline.process import count_outcomes, process_upload
+
+    stores = _stores()
+    failures = []
+    outcomes = []
+    known_apps: set[str] = set()
+    for record in event.get("Records", []):
+        message_id = record.get("messageId", "")
+        keys, problem = parse_upload_notification(record.get("body", ""))
+        try:
+            if problem is not None:
+                raise ValueError(problem)
+            for key in keys:
+                try:
+                    outcomes.append(process_upload(stores, key, known_apps=known_apps))
+                except ObjectMissing:
+                    log.warning("queued upload %r is gone", key)
+        except Exception as exc:  # reported per message: the rest of the batch still counts
+            log.exception("message %s failed", message_id)
+            failures.append({"itemIdentifier": message_id})
+            attempts = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+            # Records the reason and shortens the wait before the next try; SQS's redrive
+            # moves the message to the dead-letter queue after maxReceiveCount.
+            stores.queue.release(
+                QueueMessage(message_id, record.get("receiptHandle", ""), keys, attempts),
+                f"{type(exc).__name__}: {exc}"[:500],
+            )
+    count_outcomes(stores, outcomes, time.time())
+    return {"batchItemFailures": failures}
+
+
 def s3_handler(event: dict, context: Any = None) -> dict:
-    """Screen-time uploads are processed at once; event and metric batches are compacted
-    for the hours they landed in."""
+    """Event and metric batches are compacted for the hours they landed in."""
     from pipeline.events import compact_events, compact_metrics
-    from pipeline.process import handle_s3_event
 
     stores = _stores()
     keys = [
@@ -99,9 +141,6 @@ def s3_handler(event: dict, context: Any = None) -> dict:
         if "s3" in record
     ]
     result: dict[str, Any] = {"keys": len(keys)}
-    if any(key.startswith("raw/screen_time/") for key in keys):
-        outcomes = handle_s3_event(event, stores)
-        result["uploads"] = [outcome.status for outcome in outcomes]
     hours = [_hour_of(key) for key in keys if key.startswith(("raw/events/", "raw/metrics/"))]
     hours = [hour for hour in hours if hour is not None]
     if hours:

@@ -1,29 +1,37 @@
 """Screen-time uploads: raw JSON -> validated -> hourly Parquet per customer-day, or quarantine.
 
-One upload is processed by :func:`process_upload` (the CLI), :func:`handle_s3_event` (the
-Lambda entry point) or :func:`process_pending` (drains everything not yet handled). All three
-are idempotent: the same bytes under the same key are processed or quarantined once.
+The queue says what is new: :func:`drain` (the local worker, ``process --workers N``) and
+``lambda_handlers.sqs_handler`` (SQS on AWS) both hand keys to :func:`process_keys`. Nothing
+here lists the raw zone or reads a customer's history. Delivery is at least once and workers
+race, so every write is keyed by content: the Parquet object is named by the upload's hash
+and the index record is written conditionally on the hash it replaces. A duplicate or a
+racing delivery of the same bytes changes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import json
 import logging
+import multiprocessing
+import os
 import re
+import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import pyarrow as pa
 
 from data_access import layout
 from data_access.queries import APP_DIMENSION
-from data_access.stores import ObjectInfo, ObjectMissing, Stores, UploadRecord
+from data_access.settings import DataSettings
+from data_access.stores import ObjectMissing, Stores, UploadRecord
 from pipeline import schema
 from pipeline.schema import Problem, Upload
 
@@ -63,9 +71,8 @@ PARQUET_OPTIONS: dict[str, object] = {
 }
 _INT16_MAX = 32_767
 
-# A raw object modified this close to when it was processed is hashed again: S3 reports
-# modified times in whole seconds, and the two clocks are not the same clock.
-MTIME_SLACK_SECONDS = 2.0
+# A worker that lost a conditional write to a different version reads the raw object again.
+_CONFLICT_RETRIES = 3
 
 _RAW_KEY = re.compile(r"raw/screen_time/([^/]*)/(\d{4}-\d{2}-\d{2})\.json")
 
@@ -88,8 +95,8 @@ class ProcessSummary:
     replaced: int = 0
     duplicate: int = 0
     quarantined: int = 0
-    unchanged: int = 0  # skipped from the listing without reading: already handled
-    vanished: int = 0  # listed, then gone before it could be read
+    vanished: int = 0  # queued, then gone before it could be read
+    failed: int = 0  # deliveries released back to the queue after an error
     raw_bytes: int = 0
     parquet_bytes: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
@@ -110,6 +117,14 @@ class ProcessSummary:
         if outcome.status == "quarantined" and outcome.reason:
             for code in outcome.reason.split(","):
                 self.quarantined_by_reason[code] = self.quarantined_by_reason.get(code, 0) + 1
+
+    def merge(self, other: ProcessSummary) -> None:
+        for name in (f.name for f in fields(self)):
+            if name == "quarantined_by_reason":
+                reasons = Counter(self.quarantined_by_reason) + Counter(other.quarantined_by_reason)
+                self.quarantined_by_reason = dict(reasons)
+            elif name != "seconds":
+                setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class _HourlyOverflow(ValueError):
@@ -202,10 +217,11 @@ def _quarantine(
     now: float,
     *,
     copy_raw: bool = True,
-) -> None:
+) -> bool:
+    """Quarantine with a reason document; False when these bytes were quarantined before."""
     data_key, reason_key = quarantine_keys(raw_key, content_hash)
     if stores.lake.exists(reason_key):
-        return  # already quarantined: the same bad bytes write nothing new
+        return False  # the same bad bytes write nothing new
     problems = list(problems)
     document = {
         "raw_key": raw_key,
@@ -222,6 +238,7 @@ def _quarantine(
     # The reason document last: its presence means the quarantine is complete.
     stores.lake.write_bytes(reason_key, json.dumps(document, indent=1).encode())
     stores.state.put(layout.VERSION_QUARANTINE, _version_value(now, content_hash))
+    return True
 
 
 def process_upload(
@@ -230,21 +247,26 @@ def process_upload(
     """Process the upload stored under ``raw_key`` (a key under ``raw/screen_time/``)."""
     if not raw_key.startswith(layout.RAW_SCREEN_TIME):
         raise ValueError(f"not a screen-time upload key: {raw_key!r}")
-    now = time.time() if now is None else now
     parsed = parse_raw_key(raw_key)
-    record = None
-    if not isinstance(parsed, Problem):
-        record = stores.index.get(*parsed)
-    try:
-        raw = stores.lake.read_bytes(raw_key)
-    except ValueError as exc:
-        # The lake refuses the key itself (a path escape on a local lake): nothing to copy.
-        problem = parsed if isinstance(parsed, Problem) else Problem(schema.BAD_KEY, "key", "")
-        problem = Problem(problem.code, problem.path, f"{problem.detail} {exc}".strip())
-        content_hash = hashlib.sha256(b"").hexdigest()
-        _quarantine(stores, raw_key, b"", content_hash, [problem], now, copy_raw=False)
-        return ProcessOutcome("quarantined", raw_key, None, None, problem.code, 0, 0, content_hash)
-    return _process_bytes(stores, raw_key, raw, parsed, record, now, known_apps)
+    for _ in range(_CONFLICT_RETRIES):
+        record = None
+        if not isinstance(parsed, Problem):
+            record = stores.index.get(*parsed)
+        try:
+            raw = stores.lake.read_bytes(raw_key)
+        except ValueError as exc:
+            # The lake refuses the key itself (a path escape on a local lake): nothing to copy.
+            problem = parsed if isinstance(parsed, Problem) else Problem(schema.BAD_KEY, "key", "")
+            problem = Problem(problem.code, problem.path, f"{problem.detail} {exc}".strip())
+            content_hash = hashlib.sha256(b"").hexdigest()
+            stamp = time.time() if now is None else now
+            new = _quarantine(stores, raw_key, b"", content_hash, [problem], stamp, copy_raw=False)
+            status: Status = "quarantined" if new else "duplicate"
+            return ProcessOutcome(status, raw_key, None, None, problem.code, 0, 0, content_hash)
+        outcome = _process_bytes(stores, raw_key, raw, parsed, record, now, known_apps)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(f"{raw_key}: lost {_CONFLICT_RETRIES} conditional writes in a row")
 
 
 def _process_bytes(
@@ -253,14 +275,23 @@ def _process_bytes(
     raw: bytes,
     parsed: tuple[str, str] | Problem,
     record: UploadRecord | None,
-    now: float,
+    now: float | None,
     known_apps: set[str] | None = None,
-) -> ProcessOutcome:
+) -> ProcessOutcome | None:
+    """The outcome, or None when another worker committed a different version meanwhile."""
     content_hash = hashlib.sha256(raw).hexdigest()
+    stamp = time.time() if now is None else now
     if isinstance(parsed, Problem):
-        _quarantine(stores, raw_key, raw, content_hash, [parsed], now)
+        new = _quarantine(stores, raw_key, raw, content_hash, [parsed], stamp)
         return ProcessOutcome(
-            "quarantined", raw_key, None, None, parsed.code, len(raw), 0, content_hash
+            "quarantined" if new else "duplicate",
+            raw_key,
+            None,
+            None,
+            parsed.code,
+            len(raw),
+            0,
+            content_hash,
         )
     customer_id, date = parsed
     if record is not None and record.content_hash == content_hash:
@@ -268,7 +299,7 @@ def _process_bytes(
             "duplicate", raw_key, customer_id, date, None, len(raw), 0, content_hash
         )
 
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    today = dt.datetime.fromtimestamp(stamp, dt.UTC).date()
     result = schema.validate_upload(raw, today=today, key_customer_id=customer_id, key_date=date)
     problems = list(result.problems)
     table = None
@@ -278,17 +309,26 @@ def _process_bytes(
         except _HourlyOverflow as exc:
             problems.append(Problem(schema.SCHEMA, "sessions", str(exc)))
     if table is None:
-        _quarantine(stores, raw_key, raw, content_hash, problems, now)
+        new = _quarantine(stores, raw_key, raw, content_hash, problems, stamp)
         reason = ",".join(dict.fromkeys(p.code for p in problems))
         return ProcessOutcome(
-            "quarantined", raw_key, customer_id, date, reason, len(raw), 0, content_hash
+            "quarantined" if new else "duplicate",
+            raw_key,
+            customer_id,
+            date,
+            reason,
+            len(raw),
+            0,
+            content_hash,
         )
 
     register_apps(stores, result.upload, set() if known_apps is None else known_apps)
-    object_key = layout.processed_upload_key(customer_id, date)
-    # One write to the final key (atomic in the lake): a re-upload replaces the day whole.
+    object_key = layout.processed_upload_key(customer_id, date, content_hash)
+    # Named by content: a racing worker writes the same bytes to the same key.
     parquet_bytes = stores.lake.write_table(object_key, table, **PARQUET_OPTIONS)
-    stores.index.put(
+    # Stamped at the commit, so the rollup's settle window covers the gap to the write.
+    stamp = time.time() if now is None else now
+    committed = stores.index.put_if(
         UploadRecord(
             customer_id=customer_id,
             date=date,
@@ -297,11 +337,26 @@ def _process_bytes(
             raw_bytes=len(raw),
             parquet_bytes=parquet_bytes,
             rows=table.num_rows,
-            uploaded_at=now,
+            uploaded_at=stamp,
             content_hash=content_hash,
-        )
+        ),
+        None if record is None else record.content_hash,
     )
-    version = _version_value(now, content_hash)
+    if not committed:
+        current = stores.index.get(customer_id, date)
+        if current is not None and current.content_hash == content_hash:
+            return ProcessOutcome(
+                "duplicate", raw_key, customer_id, date, None, len(raw), 0, content_hash
+            )
+        _mark_superseded(stores, customer_id, date, content_hash)
+        return None
+    if record is not None:
+        _mark_superseded(stores, customer_id, date, record.content_hash)
+    if record is None and stores.records.put_new(
+        layout.CUSTOMER_DIRECTORY, customer_id, {"first_date": date}
+    ):
+        stores.state.put(layout.VERSION_CUSTOMER_DIRECTORY, _version_value(stamp, content_hash))
+    version = _version_value(stamp, content_hash)
     stores.state.put(layout.customer_version(customer_id), version)
     stores.state.put(layout.VERSION_LATEST_UPLOAD, version)
     status: Status = "processed" if record is None else "replaced"
@@ -310,88 +365,128 @@ def _process_bytes(
     )
 
 
-def handle_s3_event(event: dict, stores: Stores) -> list[ProcessOutcome]:
-    """Lambda entry point for S3 ``ObjectCreated`` notifications (keys arrive URL-encoded)."""
-    outcomes = []
-    known_apps: set[str] = set()
-    for record in event.get("Records", []):
-        name = record.get("eventName", "ObjectCreated:Put")
-        if not name.startswith("ObjectCreated"):
+def _mark_superseded(stores: Stores, customer_id: str, date: str, content_hash: str) -> None:
+    """Note a version no longer current; the rollup deletes its object once nothing holds it.
+
+    Not deleted here: a fold running now may have read this version as current, and would
+    later need its object to subtract it.
+    """
+    stores.records.put(
+        layout.SUPERSEDED, f"{customer_id}/{date}/{content_hash}", {"at": time.time()}
+    )
+
+
+def count_outcomes(stores: Stores, outcomes: list[ProcessOutcome], now: float) -> None:
+    """Add the outcomes to this hour's counters: the Health page reads these, not the index.
+
+    Only what changed counts (a duplicate adds nothing), so redelivery never counts twice.
+    """
+    counts: Counter[str] = Counter()
+    for outcome in outcomes:
+        if outcome.status == "duplicate":
             continue
-        key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+        counts["quarantined" if outcome.status == "quarantined" else "processed"] += 1
+        counts["raw_bytes"] += outcome.bytes
+        counts["parquet_bytes"] += outcome.parquet_bytes
+    if counts:
+        hour = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H")
+        stores.state.increment(layout.pipeline_counters(hour), dict(counts))
+
+
+def process_keys(
+    stores: Stores, keys: Iterable[str], *, known_apps: set[str] | None = None
+) -> list[ProcessOutcome]:
+    """Process the named raw uploads; a key whose object is gone is skipped and logged."""
+    known_apps = set() if known_apps is None else known_apps
+    outcomes = []
+    for key in keys:
         if not key.startswith(layout.RAW_SCREEN_TIME):
-            log.info("ignoring S3 event for %r: not a screen-time upload", key)
+            log.info("ignoring %r: not a screen-time upload", key)
             continue
         try:
             outcomes.append(process_upload(stores, key, known_apps=known_apps))
         except ObjectMissing:
-            # Deleted or overwritten-then-deleted before we ran: a later event covers it.
-            log.warning("S3 event for %r but the object is gone", key)
+            # Deleted before we ran: nothing to process, and a later upload is queued anew.
+            log.warning("queued upload %r is gone", key)
+    count_outcomes(stores, outcomes, time.time())
     return outcomes
 
 
-def _quarantined_marks(stores: Stores) -> dict[str, float]:
-    """Newest reason-document time per ``sha256(raw_key)[:16]``."""
-    marks: dict[str, float] = {}
-    for info in stores.lake.list(layout.QUARANTINE_SCREEN_TIME):
-        if info.key.endswith(".reason.json"):
-            name = info.key.rsplit("/", 1)[-1]
-            key_hash = name.split("-", 1)[0]
-            marks[key_hash] = max(marks.get(key_hash, 0.0), info.modified)
-    return marks
+def handle_s3_event(event: dict, stores: Stores) -> list[ProcessOutcome]:
+    """S3 ``ObjectCreated`` notification records (keys arrive URL-encoded) -> outcomes."""
+    keys = [
+        urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+        for record in event.get("Records", [])
+        if record.get("eventName", "ObjectCreated:Put").startswith("ObjectCreated")
+        and "s3" in record
+    ]
+    return process_keys(stores, keys)
 
 
-def _customer_of(info: ObjectInfo) -> str:
-    return info.key[len(layout.RAW_SCREEN_TIME) :].split("/", 1)[0]
-
-
-def process_pending(
-    stores: Stores, *, progress: Callable[[ProcessOutcome], None] | None = None
+def drain(
+    stores: Stores,
+    *,
+    batch: int = 32,
+    visibility_seconds: float = 300.0,
+    progress: Callable[[ProcessOutcome], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> ProcessSummary:
-    """Process or quarantine every raw upload not yet handled with its current bytes.
+    """Process queued uploads until the queue has nothing visible (or ``stop`` is set).
 
-    A raw object older than its index record (or its quarantine reason document) is skipped
-    without reading it; anything newer is read and hashed, so a corrected re-upload is seen.
-    ``progress`` is called with each outcome.
+    A message is deleted only after its uploads are committed; one that fails is released
+    with its reason and comes back, and after too many attempts lands in the dead letters.
     """
     started = time.perf_counter()
     summary = ProcessSummary()
-    marks = _quarantined_marks(stores)
     known_apps: set[str] = set()
-    last_now = 0.0
-    listing = stores.lake.list(layout.RAW_SCREEN_TIME)
-    # The listing is sorted by key, so one index query per customer covers all their days.
-    for customer_id, infos in itertools.groupby(listing, key=_customer_of):
-        records: dict[str, UploadRecord] = {}
-        if schema.is_safe_customer_id(customer_id):
-            days = stores.index.customer_days(customer_id, "0000-01-01", "9999-12-31")
-            records = {r.date: r for r in days}
-        for info in infos:
-            parsed = parse_raw_key(info.key)
-            record = None if isinstance(parsed, Problem) else records.get(parsed[1])
-            if (
-                record is not None
-                and record.raw_key == info.key
-                and info.modified < record.uploaded_at - MTIME_SLACK_SECONDS
-            ):
-                summary.unchanged += 1
-                continue
-            key_hash = hashlib.sha256(info.key.encode()).hexdigest()[:16]
-            mark = marks.get(key_hash)
-            if mark is not None and info.modified < mark - MTIME_SLACK_SECONDS:
-                summary.unchanged += 1
+    while stop is None or not stop.is_set():
+        messages = stores.queue.receive(batch, visibility_seconds)
+        if not messages:
+            break
+        done = []
+        for message in messages:
+            if message.problem is not None:
+                summary.failed += 1
+                stores.queue.release(message, message.problem)
                 continue
             try:
-                raw = stores.lake.read_bytes(info.key)
-            except ObjectMissing:
-                summary.vanished += 1
+                outcomes = process_keys(stores, message.keys, known_apps=known_apps)
+            except Exception as exc:  # one bad delivery must not stop the worker
+                log.exception("processing %s failed", message.keys)
+                summary.failed += 1
+                stores.queue.release(message, f"{type(exc).__name__}: {exc}"[:500])
                 continue
-            # Strictly increasing upload times: readers page the index by uploaded_at.
-            now = max(time.time(), last_now + 1e-6)
-            last_now = now
-            outcome = _process_bytes(stores, info.key, raw, parsed, record, now, known_apps)
-            summary.add(outcome)
-            if progress is not None:
-                progress(outcome)
+            summary.vanished += len(message.keys) - len(outcomes)
+            for outcome in outcomes:
+                summary.add(outcome)
+                if progress is not None:
+                    progress(outcome)
+            done.append(message)
+        stores.queue.delete(done)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _drain_in_child(settings: DataSettings, batch: int) -> ProcessSummary:
+    from data_access.factory import build_stores
+
+    return drain(build_stores(settings), batch=batch)
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def drain_parallel(settings: DataSettings, *, workers: int, batch: int = 32) -> ProcessSummary:
+    """``drain`` in ``workers`` processes at once, each with its own stores."""
+    started = time.perf_counter()
+    summary = ProcessSummary()
+    # Spawned, not forked: a child must not inherit the parent's SQLite or HTTP connections.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_drain_in_child, settings, batch) for _ in range(workers)]
+        for future in futures:
+            summary.merge(future.result())
     summary.seconds = time.perf_counter() - started
     return summary

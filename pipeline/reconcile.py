@@ -6,7 +6,8 @@ key and hash; no index record points at a missing object; no processed object la
 Events: each valid raw line's event id is in its hour's Parquet, each bad line has a reason
 document, and no event id appears twice in processed Parquet.
 
-Reads every raw object: run it as an audit, not on the hot path.
+Reads every raw object, one customer at a time: run it as an audit, not on the hot path.
+``requeue_missed`` is the catch-up for a lost queue message, and the only other listing.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ import hashlib
 import itertools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_access import layout
-from data_access.stores import ObjectMissing, Stores, UploadRecord
+from data_access.stores import ObjectInfo, ObjectMissing, Stores, UploadRecord
 from pipeline import events, process, schema
 
 _INDEX_PAGE = 10_000
+# A raw object modified this close to when it was handled is queued again: S3 reports
+# modified times in whole seconds, and the two clocks are not the same clock.
+MTIME_SLACK_SECONDS = 2.0
 _LISTED = 50  # keys kept per problem list: the counts say how many there are
 
 
@@ -81,61 +86,119 @@ def _note(items: list[str], item: str) -> None:
         items.append(item)
 
 
-def _all_records(stores: Stores) -> list[UploadRecord]:
-    records: list[UploadRecord] = []
+def _customer_of(info: ObjectInfo, prefix: str) -> str:
+    return info.key[len(prefix) :].split("/", 1)[0]
+
+
+def _by_customer(stores: Stores, prefix: str) -> Iterator[tuple[str, list[ObjectInfo], dict]]:
+    """The listing under ``prefix`` a customer at a time, with that customer's index records.
+
+    One customer's objects and records in memory at a time, whatever the lake holds.
+    """
+    for customer_id, infos in itertools.groupby(
+        stores.lake.list(prefix), key=lambda info: _customer_of(info, prefix)
+    ):
+        records = {}
+        if schema.is_safe_customer_id(customer_id):
+            days = stores.index.customer_days(customer_id, "0000-01-01", "9999-12-31")
+            records = {r.date: r for r in days}
+        yield customer_id, list(infos), records
+
+
+def _index_pages(stores: Stores) -> Iterator[list[UploadRecord]]:
     since = -1.0
     while True:
         page = stores.index.uploaded_since(since, limit=_INDEX_PAGE)
-        records.extend(page)
+        yield page
         if len(page) < _INDEX_PAGE:
-            return records
+            return
         since = page[-1].uploaded_at
+
+
+def requeue_missed(stores: Stores) -> int:
+    """Queue every raw upload not handled with its current bytes; the number queued.
+
+    The catch-up for a lost notification: the one place that lists the raw zone. An object
+    newer than its record (or reason document) is queued, so a corrected re-upload is seen.
+    """
+    marks: dict[str, float] = {}
+    for info in stores.lake.list(layout.QUARANTINE_SCREEN_TIME):
+        if info.key.endswith(".reason.json"):
+            key_hash = info.key.rsplit("/", 1)[-1].split("-", 1)[0]
+            marks[key_hash] = max(marks.get(key_hash, 0.0), info.modified)
+    queued = 0
+    for _, infos, records in _by_customer(stores, layout.RAW_SCREEN_TIME):
+        missed = []
+        for info in infos:
+            parsed = process.parse_raw_key(info.key)
+            record = None if isinstance(parsed, schema.Problem) else records.get(parsed[1])
+            handled_at = record.uploaded_at if record is not None else 0.0
+            key_hash = hashlib.sha256(info.key.encode()).hexdigest()[:16]
+            handled_at = max(handled_at, marks.get(key_hash, 0.0))
+            # S3 reports modified times in whole seconds, and it is not the worker's clock.
+            if info.modified >= handled_at - MTIME_SLACK_SECONDS:
+                missed.append(info.key)
+        stores.queue.send(missed)
+        queued += len(missed)
+    return queued
 
 
 def _reconcile_screen_time(stores: Stores, report: ReconcileReport) -> None:
     lake = stores.lake
     reasons = {
-        info.key: info
+        info.key
         for info in lake.list(layout.QUARANTINE_SCREEN_TIME)
         if info.key.endswith(".reason.json")
     }
-    records = {(r.customer_id, r.date): r for r in _all_records(stores)}
-    missing: set[str] = set()
-
-    for info in lake.list(layout.RAW_SCREEN_TIME):
-        try:
-            raw = lake.read_bytes(info.key)
-        except ObjectMissing:
-            continue
-        report.raw_uploads += 1
-        content_hash = hashlib.sha256(raw).hexdigest()
-        parsed = process.parse_raw_key(info.key)
-        record = None if isinstance(parsed, schema.Problem) else records.get(parsed)
-        if record is not None and record.content_hash == content_hash:
-            if lake.exists(record.object_key):
+    for _, infos, records in _by_customer(stores, layout.RAW_SCREEN_TIME):
+        for info in infos:
+            try:
+                raw = lake.read_bytes(info.key)
+            except ObjectMissing:
+                continue
+            report.raw_uploads += 1
+            content_hash = hashlib.sha256(raw).hexdigest()
+            parsed = process.parse_raw_key(info.key)
+            record = None if isinstance(parsed, schema.Problem) else records.get(parsed[1])
+            if record is not None and record.content_hash == content_hash:
                 report.processed += 1
+                continue
+            _, reason_key = process.quarantine_keys(info.key, content_hash)
+            if reason_key in reasons:
+                report.quarantined += 1
+                for code in _reason_codes(stores, reason_key):
+                    report.quarantined_by_reason[code] = (
+                        report.quarantined_by_reason.get(code, 0) + 1
+                    )
             else:
-                missing.add(record.object_key)
-            continue
-        _, reason_key = process.quarantine_keys(info.key, content_hash)
-        if reason_key in reasons:
-            report.quarantined += 1
-            for code in _reason_codes(stores, reason_key):
-                report.quarantined_by_reason[code] = report.quarantined_by_reason.get(code, 0) + 1
-        else:
-            _note(report.unhandled, info.key)
+                _note(report.unhandled, info.key)
 
-    # Records whose raw upload has expired are still checked.
-    for record in records.values():
-        if record.object_key not in missing and not lake.exists(record.object_key):
-            missing.add(record.object_key)
-    for key in sorted(missing):
-        _note(report.missing_objects, key)
+    # Every record, including those whose raw upload has expired, points at an object.
+    for page in _index_pages(stores):
+        for record in page:
+            if not lake.exists(record.object_key):
+                _note(report.missing_objects, record.object_key)
 
-    indexed = {record.object_key for record in records.values()}
-    for info in lake.list(layout.PROCESSED_SCREEN_TIME):
-        if info.key not in indexed:
-            _note(report.orphaned_objects, info.key)
+    # A processed object is the indexed version, or the one the summaries still hold.
+    for customer_id, infos, records in _by_customer(stores, layout.PROCESSED_SCREEN_TIME):
+        folded = stores.state.get_many(
+            [layout.folded_version(customer_id, date) for date in records]
+        )
+        kept = {r.object_key for r in records.values()} | {
+            layout.processed_upload_key(customer_id, date, held)
+            for date in records
+            if (held := folded.get(layout.folded_version(customer_id, date)))
+        }
+        for info in infos:
+            if info.key not in kept and not _awaiting_sweep(stores, info.key):
+                _note(report.orphaned_objects, info.key)
+
+
+def _awaiting_sweep(stores: Stores, object_key: str) -> bool:
+    """A replaced version noted for the rollup's sweep is not an orphan yet."""
+    customer_id, date, name = object_key[len(layout.PROCESSED_SCREEN_TIME) :].split("/")
+    prefix = f"{customer_id}/{date}/{name.removesuffix('.parquet')}"
+    return bool(stores.records.scan(layout.SUPERSEDED, prefix=prefix, limit=1))
 
 
 def _reason_codes(stores: Stores, reason_key: str) -> list[str]:

@@ -1,29 +1,38 @@
 """Per-date rollups for the fleet and business views.
 
-Incremental: screen time follows the metadata index's upload-time order from a watermark,
-business stats recompute only the days whose event partitions changed. Re-running after a
-failure recomputes the same partitions from their sources, so nothing is counted twice.
+Screen time is additive: the fold reads only what the index says is new since its watermark,
+subtracts the contribution of the version each customer-day had in the summaries (a
+corrected re-upload) and adds the new one. A date's summary holds O(apps + hours) rows,
+whatever the number of customers, and records the upload time it is folded through, so a
+fold that dies half-way and runs again adds nothing twice. Business stats recompute only
+the days whose event partitions changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from data_access import layout
-from data_access.queries import app_names, customer_day_rows
+from data_access.queries import SUMMARY_COUNTS, summary_frame
 from data_access.stores import Stores, UploadRecord
 
 PARQUET = {"compression": "zstd", "use_dictionary": True}
 WATERMARK_SCREEN_TIME = "rollup:screen_time:watermark"
 WATERMARK_BUSINESS = "rollup:business:watermark"
-
-_APP_KEYS = ["customer_id", "source_date", "app_id", "app_name", "category"]
+# While uploads are in flight, those committed less than this long ago wait for the next
+# fold: a worker stamps its record just before the conditional write, and a write that lands
+# after the fold has read past its stamp would otherwise be skipped for good.
+SETTLE_SECONDS = 30.0
+LEASE_KIND = "lease"
+_FOLDED_THROUGH = b"folded_through"
 _COUNTS = ["seconds", "sessions", "pickups", "notifications"]
 
 
@@ -32,10 +41,8 @@ class RollupSummary:
     screen_time_dates: list[str] = field(default_factory=list)
     business_dates: list[str] = field(default_factory=list)
     uploads_read: int = 0
-
-
-def _next_day(date: str) -> str:
-    return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+    busy: bool = False  # another fold holds the lease
+    superseded_deleted: int = 0  # replaced versions' objects deleted
 
 
 def _read_frame(stores: Stores, key: str) -> pd.DataFrame | None:
@@ -47,140 +54,188 @@ def _write(stores: Stores, key: str, frame: pd.DataFrame) -> None:
     stores.lake.write_table(key, pa.Table.from_pandas(frame, preserve_index=False), **PARQUET)
 
 
-def rollup_screen_time(stores: Stores, *, batch: int = 50_000) -> RollupSummary:
+@contextlib.contextmanager
+def lease(stores: Stores, name: str, seconds: float) -> Iterator[bool]:
+    """Yield True while this caller alone holds ``name``; an expired lease is taken over."""
+    now = time.time()
+    held = stores.records.put_new(LEASE_KIND, name, {"until": now + seconds})
+    if not held:
+        current = stores.records.get(LEASE_KIND, name)
+        if current is None or current.get("until", 0) < now:
+            stores.records.delete(LEASE_KIND, name)
+            held = stores.records.put_new(LEASE_KIND, name, {"until": now + seconds})
+    try:
+        yield held
+    finally:
+        if held:
+            stores.records.delete(LEASE_KIND, name)
+
+
+def contributions(stores: Stores, versions: list[tuple[UploadRecord, int, float]]) -> pd.DataFrame:
+    """What each (customer-day version, sign, folded-at) adds to the per-date summaries.
+
+    Seconds and counts land on the calendar day (hours 24-47 are the next day); an upload
+    counts once, on its own date, as an upload and, with any usage, as an active customer,
+    and once per app it used. Each upload key is one customer-day, so all of it adds up.
+    """
+    tables = stores.lake.read_tables([record.object_key for record, _, _ in versions])
+    parts = []
+    for (record, sign, stamp), table in zip(versions, tables, strict=True):
+        rows = table.to_pandas() if table is not None else pd.DataFrame(columns=["hour"])
+        source = dt.date.fromisoformat(record.date)
+        own = {"date": record.date, "stamp": stamp}
+        total = int(rows["seconds"].sum()) if len(rows) else 0
+        parts.append(
+            pd.DataFrame(
+                [{**own, "dim": "day", "key": "", "uploads": sign, "customers": sign * (total > 0)}]
+            )
+        )
+        if not len(rows):
+            continue
+        hours = rows["hour"].astype("int64")
+        next_day = (source + dt.timedelta(days=1)).isoformat()
+        rows = rows.assign(
+            date=np.where(hours >= 24, next_day, record.date),
+            hour=(hours % 24).map("{:02d}".format),
+            stamp=stamp,
+        )
+        for column in _COUNTS:
+            rows[column] = rows[column].astype("int64") * sign
+        used = rows.groupby("app_id")["seconds"].sum()
+        used = used[used != 0].index
+        apps = rows.groupby(["date", "app_id"], as_index=False)[_COUNTS].sum()
+        apps = apps.rename(columns={"app_id": "key"}).assign(dim="app", stamp=stamp)
+        parts += [
+            apps,
+            pd.DataFrame({**own, "dim": "app", "key": used, "customers": sign}),
+            rows.groupby(["date", "hour"], as_index=False)[["seconds"]]
+            .sum()
+            .rename(columns={"hour": "key"})
+            .assign(dim="hour", stamp=stamp),
+            rows.groupby("date", as_index=False)[_COUNTS]
+            .sum()
+            .assign(dim="day", key="", stamp=stamp),
+        ]
+    frame = pd.concat(parts, ignore_index=True)
+    for column in SUMMARY_COUNTS:
+        frame[column] = frame.get(column, 0)
+    frame[SUMMARY_COUNTS] = frame[SUMMARY_COUNTS].fillna(0).astype("int64")
+    return frame[["date", "stamp", "dim", "key", *SUMMARY_COUNTS]]
+
+
+def _read_summary(stores: Stores, date: str) -> tuple[pd.DataFrame, float]:
+    table = stores.lake.read_tables([layout.screen_time_summary_key(date)])[0]
+    if table is None:
+        return summary_frame(None), 0.0
+    through = float((table.schema.metadata or {}).get(_FOLDED_THROUGH, b"0"))
+    return summary_frame(table), through
+
+
+def _write_summary(stores: Stores, date: str, frame: pd.DataFrame, through: float) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({_FOLDED_THROUGH: repr(through).encode()})
+    stores.lake.write_table(layout.screen_time_summary_key(date), table, **PARQUET)
+
+
+def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
+    """Fold these index records (oldest first) into the summaries; the dates that changed."""
+    folded = stores.state.get_many([layout.folded_version(r.customer_id, r.date) for r in records])
+    versions: list[tuple[UploadRecord, int, float]] = []
+    superseded: list[str] = []
+    for record in records:
+        held = folded.get(layout.folded_version(record.customer_id, record.date))
+        if held == record.content_hash:
+            continue  # already folded (a fold that died before moving its watermark)
+        versions.append((record, 1, record.uploaded_at))
+        if held is not None:
+            old_key = layout.processed_upload_key(record.customer_id, record.date, held)
+            versions.append((replace(record, object_key=old_key), -1, record.uploaded_at))
+            superseded.append(old_key)
+    changed: list[str] = []
+    if versions:
+        delta = contributions(stores, versions)
+        through = records[-1].uploaded_at
+        for date, part in delta.groupby("date"):
+            summary, folded_through = _read_summary(stores, str(date))
+            part = part[part["stamp"] > folded_through]
+            if part.empty:
+                continue
+            merged = (
+                pd.concat([summary, part[summary.columns]], ignore_index=True)
+                .groupby(["dim", "key"], as_index=False)[SUMMARY_COUNTS]
+                .sum()
+            )
+            merged = merged[(merged[SUMMARY_COUNTS] != 0).any(axis=1)]
+            _write_summary(stores, str(date), merged, through)
+            changed.append(str(date))
+    # After the summaries: a fold that dies here re-runs with the summaries' own watermarks.
+    for record in records:
+        name = layout.folded_version(record.customer_id, record.date)
+        if folded.get(name) != record.content_hash:
+            stores.state.put(name, record.content_hash)
+    for key in superseded:
+        stores.lake.delete(key)
+    stamp_dates(stores, changed)
+    return sorted(changed)
+
+
+def sweep_superseded(stores: Stores, *, limit: int = 10_000) -> int:
+    """Delete noted versions that neither the index nor the summaries hold; the number deleted.
+
+    Runs under the fold's lease, after it: no fold can still need such a version.
+    """
+    deleted = 0
+    for name, _ in stores.records.scan(layout.SUPERSEDED, limit=limit):
+        customer_id, date, content_hash = name.split("/")
+        current = stores.index.get(customer_id, date)
+        held = stores.state.get(layout.folded_version(customer_id, date))
+        if content_hash == held:
+            continue  # the next fold subtracts it, then deletes it
+        if current is None or current.content_hash != content_hash:
+            stores.lake.delete(layout.processed_upload_key(customer_id, date, content_hash))
+            deleted += 1
+        stores.records.delete(layout.SUPERSEDED, name)
+    return deleted
+
+
+def stamp_dates(stores: Stores, changed: list[str]) -> None:
+    """A new version for each date whose numbers changed."""
+    stamp = f"{time.time():.6f}"
+    for date in changed:
+        stores.state.put(layout.screen_time_date_version(date), stamp)
+
+
+def rollup_screen_time(
+    stores: Stores, *, batch: int = 10_000, settle_seconds: float = SETTLE_SECONDS
+) -> RollupSummary:
+    """Fold every upload committed since the watermark; cost follows what is new."""
     summary = RollupSummary()
-    watermark = float(stores.state.get(WATERMARK_SCREEN_TIME) or 0)
-    while True:
-        records = stores.index.uploaded_since(watermark, limit=batch)
-        if not records:
-            break
-        dates = _apply_uploads(stores, records)
-        summary.uploads_read += len(records)
-        summary.screen_time_dates.extend(d for d in dates if d not in summary.screen_time_dates)
-        watermark = records[-1].uploaded_at
-        # The watermark moves only after the dates are written: a crash re-reads this batch.
-        stores.state.put(WATERMARK_SCREEN_TIME, repr(watermark))
-        if len(records) < batch:
-            break
+    with lease(stores, "rollup:screen_time", seconds=900) as held:
+        if not held:
+            summary.busy = True
+            return summary
+        watermark = float(stores.state.get(WATERMARK_SCREEN_TIME) or 0)
+        # With nothing queued or in flight, no commit can still land behind ``now``.
+        now = time.time()
+        until = now if stores.queue.depth() == 0 else now - settle_seconds
+        while True:
+            found = stores.index.uploaded_since(watermark, limit=batch)
+            records = [r for r in found if r.uploaded_at <= until]
+            if not records:
+                break
+            for date in fold_uploads(stores, records):
+                if date not in summary.screen_time_dates:
+                    summary.screen_time_dates.append(date)
+            summary.uploads_read += len(records)
+            watermark = records[-1].uploaded_at
+            stores.state.put(WATERMARK_SCREEN_TIME, repr(watermark))
+            if len(found) < batch:
+                break
+        summary.superseded_deleted = sweep_superseded(stores)
     if summary.screen_time_dates:
+        summary.screen_time_dates.sort()
         stores.state.put(layout.VERSION_SCREEN_TIME_ROLLUP, f"{time.time():.6f}")
     return summary
-
-
-def _apply_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
-    """Replace the rows of these uploads in the detail tables of every date they touch."""
-    latest: dict[tuple[str, str], UploadRecord] = {}
-    for record in records:
-        latest[(record.customer_id, record.date)] = record
-    by_date: dict[str, list[UploadRecord]] = defaultdict(list)
-    for record in latest.values():
-        by_date[record.date].append(record)
-        by_date[_next_day(record.date)].append(record)  # a session may spill past midnight
-
-    rows = customer_day_rows(stores, list(latest.values())).merge(
-        app_names(stores), on="app_id", how="left"
-    )
-    rows["app_name"] = rows["app_name"].fillna(rows["app_id"])
-    rows["category"] = rows["category"].fillna("Other")
-    by_day = dict(tuple(rows.groupby("day"))) if len(rows) else {}
-
-    written = []
-    for date, touching in sorted(by_date.items()):
-        fresh = [by_day[date]] if date in by_day else []
-        replaced = {(r.customer_id, r.date) for r in touching}
-        # Uploads dated today are present even with zero usage: "no usage" differs from "no upload".
-        present = sorted({r.customer_id for r in touching if r.date == date})
-        if not any(len(f) for f in fresh) and not present:
-            continue
-        _rewrite_date(stores, date, fresh, replaced, present)
-        written.append(date)
-    return written
-
-
-def _drop(frame: pd.DataFrame | None, replaced: set[tuple[str, str]]) -> pd.DataFrame | None:
-    if frame is None or frame.empty:
-        return frame
-    keys = list(zip(frame["customer_id"], frame["source_date"], strict=True))
-    return frame[[key not in replaced for key in keys]]
-
-
-def _rewrite_date(
-    stores: Stores,
-    date: str,
-    fresh: list[pd.DataFrame],
-    replaced: set[tuple[str, str]],
-    present: list[str],
-) -> None:
-    new_rows = pd.concat(fresh, ignore_index=True) if fresh else pd.DataFrame()
-    new_apps = new_hours = None
-    if len(new_rows):
-        new_apps = new_rows.groupby(_APP_KEYS, as_index=False)[_COUNTS].sum()
-        new_hours = new_rows.groupby(["customer_id", "source_date", "hour"], as_index=False)[
-            ["seconds"]
-        ].sum()
-
-    old_apps = _drop(
-        _read_frame(stores, layout.screen_time_rollup_key(date, "detail_apps")), replaced
-    )
-    old_hours = _drop(
-        _read_frame(stores, layout.screen_time_rollup_key(date, "detail_hours")), replaced
-    )
-    old_present = _read_frame(stores, layout.screen_time_rollup_key(date, "customers"))
-
-    apps = pd.concat(
-        [f for f in (old_apps, new_apps) if f is not None and len(f)], ignore_index=True
-    )
-    hours = pd.concat(
-        [f for f in (old_hours, new_hours) if f is not None and len(f)], ignore_index=True
-    )
-    if apps.empty:
-        apps = pd.DataFrame({c: pd.Series(dtype="object") for c in _APP_KEYS}).assign(
-            **{c: pd.Series(dtype="int64") for c in _COUNTS}
-        )
-    if hours.empty:
-        hours = pd.DataFrame(
-            {
-                "customer_id": pd.Series(dtype="object"),
-                "source_date": pd.Series(dtype="object"),
-                "hour": pd.Series(dtype="int64"),
-                "seconds": pd.Series(dtype="int64"),
-            }
-        )
-    for column in _COUNTS:
-        apps[column] = apps[column].astype("int64")
-    hours["seconds"] = hours["seconds"].astype("int64")
-    hours["hour"] = hours["hour"].astype("int64")
-
-    customers = apps.groupby("customer_id")[_COUNTS].sum()
-    customers["apps"] = apps[apps["seconds"] > 0].groupby("customer_id")["app_id"].nunique()
-    uploaded = set(present)
-    if old_present is not None and len(old_present):
-        uploaded |= set(old_present["customer_id"])
-    customers = customers.reindex(sorted(uploaded | set(customers.index)), fill_value=0)
-    customers = customers.fillna(0).astype("int64").rename_axis("customer_id").reset_index()
-    customers.insert(1, "day", date)
-
-    app_totals = (
-        apps[apps["seconds"] > 0]
-        .groupby(["app_id", "app_name", "category"], as_index=False)
-        .agg(
-            seconds=("seconds", "sum"),
-            customers=("customer_id", "nunique"),
-            sessions=("sessions", "sum"),
-        )
-    )
-    app_totals.insert(0, "day", date)
-    hour_totals = hours.groupby("hour", as_index=False).agg(
-        seconds=("seconds", "sum"), customers=("customer_id", "nunique")
-    )
-    hour_totals.insert(0, "day", date)
-
-    _write(stores, layout.screen_time_rollup_key(date, "detail_apps"), apps)
-    _write(stores, layout.screen_time_rollup_key(date, "detail_hours"), hours)
-    _write(stores, layout.screen_time_rollup_key(date, "apps"), app_totals)
-    _write(stores, layout.screen_time_rollup_key(date, "hours"), hour_totals)
-    # customers.parquet last: it also records which uploads the date has seen.
-    _write(stores, layout.screen_time_rollup_key(date, "customers"), customers)
 
 
 # ---- business --------------------------------------------------------------------------------

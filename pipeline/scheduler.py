@@ -96,14 +96,14 @@ def _hour(moment: dt.datetime) -> dt.datetime:
 
 
 def run_pipeline(stores: Stores, *, now: float | None = None) -> dict:
-    """Process pending uploads, compact the last two days of events and metrics, roll up."""
+    """Drain the upload queue, compact the last two days of events and metrics, roll up."""
     from pipeline.events import compact_events, compact_metrics
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     now = time.time() if now is None else now
     since = _hour(dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(days=1)).replace(hour=0)
-    processed = process_pending(stores)
+    processed = drain(stores)
     events = compact_events(stores, since_hour=since, now=now)
     metrics = compact_metrics(stores, since_hour=since, now=now)
     rollup = rollup_all(stores)

@@ -98,7 +98,7 @@ def load_sample(
     from pipeline.bootstrap import bootstrap
     from pipeline.events import compact_events, compact_metrics
     from pipeline.generate import generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     session = boto3.Session(
@@ -115,6 +115,7 @@ def load_sample(
     started = time.perf_counter()
     generated = generate(
         stores.lake,
+        queue=stores.queue,
         customers=customers,
         days=days,
         seed=seed,
@@ -123,7 +124,7 @@ def load_sample(
         hosts=1,
     )
     report(f"generated {generated.describe()}")
-    processed = process_pending(stores)
+    processed = drain(stores)
     report(
         f"processed {processed.processed} uploads, quarantined {processed.quarantined} "
         f"({processed.uploads_per_second:.0f}/s)"

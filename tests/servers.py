@@ -1,11 +1,13 @@
-"""Real servers the test suite starts on loopback: DynamoDB Local and SeaweedFS (S3).
+"""Real servers the test suite starts on loopback: DynamoDB Local, SeaweedFS (S3) and moto
+(S3 and SQS, for the upload queue and S3's notifications to it).
 
 Each server runs in its own process group, dies with the process that started it
 (``PR_SET_PDEATHSIG``) and at interpreter exit (``atexit``), logs to a file in its own
 temporary folder, and ``start()`` returns only once the endpoint answers a real request.
 
 DynamoDB Local runs ``-inMemory``: its tables and items are gone after ``restart()``.
-SeaweedFS keeps its data folder, so buckets and objects survive ``restart()``.
+SeaweedFS keeps its data folder, so buckets and objects survive ``restart()``. moto keeps
+everything in memory, as DynamoDB Local does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ LOOPBACK = "127.0.0.1"
 TEST_ACCESS_KEY = "missioncontroltest"
 TEST_SECRET_KEY = "missioncontroltestsecret"
 TEST_REGION = "us-east-1"
+MOTO_ACCOUNT_ID = "123456789012"  # moto's default account, whatever the access key
 
 _PR_SET_PDEATHSIG = 1
 _CLIENT_ONLY_VARIABLES = {"DATA_BACKEND", "TABLE_PREFIX"}
@@ -431,6 +434,46 @@ class SeaweedS3(ServerProcess):
             with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
                 client.create_bucket(Bucket=self.probe_bucket)
             client.put_object(Bucket=self.probe_bucket, Key="probe", Body=b"ok")
+        except Exception:
+            return False
+        return True
+
+
+class MotoServer(ServerProcess):
+    """moto's server (``moto[server]``): S3 and SQS in one process, state in memory.
+
+    Used where SeaweedFS cannot serve: SQS queues with a redrive policy, and S3 bucket
+    notifications delivered to them (moto sends S3's ``s3:TestEvent`` first and URL-encodes
+    keys, as AWS does). Any credentials are accepted; resources live in account
+    ``MOTO_ACCOUNT_ID``.
+    """
+
+    name = "moto"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
+
+    def child_env(self) -> dict[str, str]:
+        return without_client_settings(super().child_env())
+
+    def client(self, service: str, timeout: float = 2.0) -> Any:
+        return _test_client(service, self.endpoint, timeout)
+
+    def answers(self) -> bool:
+        try:
+            self.client("sqs", timeout=1.0).list_queues()
+            self.client("s3", timeout=1.0).list_buckets()
         except Exception:
             return False
         return True

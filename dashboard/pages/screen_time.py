@@ -348,8 +348,7 @@ def register(app: dash.Dash, services: Services) -> None:
         if prefix is None or not _PREFIX.fullmatch(prefix):
             return no_update
         try:
-            view = ViewState.from_store(state)
-            found = services.data.fetch(CustomerSearchQuery(prefix, view.end)).data
+            found = services.data.fetch(CustomerSearchQuery(prefix)).data
         except Exception:
             log.exception("customer search failed")
             return no_update

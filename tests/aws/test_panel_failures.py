@@ -31,7 +31,7 @@ from data_access.service import DataService
 from data_access.settings import DataSettings
 from data_access.stores import Stores
 from pipeline.bootstrap import bootstrap
-from pipeline.process import process_pending
+from pipeline.process import drain
 from pipeline.rollup import rollup_screen_time
 from tests.aws.panels import (
     FLEET_ACTIVITY,
@@ -87,7 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stores = aws.build_aws_stores(settings, s3=clients.s3, dynamodb=clients.dynamodb)
         cleanup.callback(stores.lake.close)  # type: ignore[attr-defined]
         write_uploads(stores, customers=3, days=3, end=TODAY, seed=5)
-        process_pending(stores)
+        drain(stores)
         rollup_screen_time(stores)
         yield Stack(dynamodb, seaweed, env, settings, clients, stores)
 

@@ -82,7 +82,7 @@ def _write_new_customer_upload(lake: SampleLake) -> str:
 
 
 def test_a_new_upload_shows_at_the_next_refresh(page, sample_lake: SampleLake):
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     query = FleetDailyQuery(sample_lake.end_date - dt.timedelta(days=6), sample_lake.end_date)
@@ -94,7 +94,7 @@ def test_a_new_upload_shows_at_the_next_refresh(page, sample_lake: SampleLake):
     expect(active).to_have_text(f"{int(before['active_customers'].iloc[-1]):,}")
 
     _write_new_customer_upload(sample_lake)
-    summary = process_pending(stores)
+    summary = drain(stores)
     assert summary.processed == 1
     rollup_all(stores)
     after = query.load(stores)

@@ -1,14 +1,20 @@
-"""One contract for every storage backend: the local folder + SQLite and S3 + DynamoDB.
+"""One contract for every storage backend: the local folder + SQLite and S3 + DynamoDB + SQS.
 
 The ``stores`` fixture is parametrized over the backends; ``lake``, ``cache``, ``index``,
-``state`` and ``records`` come from it. The cache gets a clock the test moves, so expiry is tested
-on the read path itself (DynamoDB's sweeper never sees the moved clock).
+``state``, ``records`` and ``queue`` come from it. The cache gets a clock the test moves, so
+expiry is tested on the read path itself (DynamoDB's sweeper never sees the moved clock).
+
+The queue runs on real time on both backends (SQS has no clock to move): visibility tests use
+a visibility of a second or two and poll for the outcome with a deadline. On AWS it is an SQS
+queue on moto's server with a dead-letter queue and a redrive policy, as the stack makes it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,12 +26,18 @@ from data_access.stores import (
     Lake,
     MetadataIndex,
     ObjectMissing,
+    QueueMessage,
     RecordStore,
     StateStore,
+    UploadQueue,
     UploadRecord,
 )
 
 DAY = 86_400.0
+# Deliveries before a message is dead-lettered: SqliteUploadQueue's max_attempts, the SQS
+# queue's maxReceiveCount.
+QUEUE_MAX_ATTEMPTS = 3
+QUEUE_DEADLINE_SECONDS = 20.0
 
 
 class ManualClock:
@@ -48,6 +60,7 @@ class BackendStores:
     index: MetadataIndex
     state: StateStore
     records: RecordStore
+    queue: UploadQueue
     clock: ManualClock
 
 
@@ -58,6 +71,7 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
         SqliteMetadataIndex,
         SqliteRecordStore,
         SqliteStateStore,
+        SqliteUploadQueue,
     )
 
     db = tmp_path / "state.sqlite"
@@ -67,20 +81,37 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
         index=SqliteMetadataIndex(db),
         state=SqliteStateStore(db),
         records=SqliteRecordStore(db),
+        # No retry delay: a released message is due again at once.
+        queue=SqliteUploadQueue(db, max_attempts=QUEUE_MAX_ATTEMPTS, retry_seconds=0),
         clock=clock,
     )
 
 
 def _aws_stores(request: pytest.FixtureRequest, clock: ManualClock) -> BackendStores:
-    from data_access.aws import DynamoCacheTable
+    from data_access.aws import DynamoCacheTable, SqsUploadQueue
+    from tests.plugins.servers import create_upload_queues, delete_upload_queues
 
     stores = request.getfixturevalue("aws_stores")
+    sqs = request.getfixturevalue("moto_server").client("sqs", timeout=5.0)
+    queues = create_upload_queues(
+        sqs, f"mc-contract-{uuid.uuid4().hex[:10]}", max_receive_count=QUEUE_MAX_ATTEMPTS
+    )
+    request.addfinalizer(lambda: delete_upload_queues(sqs, queues))
     return BackendStores(
         lake=stores.lake,
         cache=DynamoCacheTable(stores.cache.client, stores.cache.table_name, clock=clock),
         index=stores.index,
         state=stores.state,
         records=stores.records,
+        queue=SqsUploadQueue(
+            sqs,
+            queues.url,
+            queues.dlq_url,
+            stores.records,
+            QUEUE_MAX_ATTEMPTS,
+            bucket="mc-contract",
+            retry_seconds=0,
+        ),
         clock=clock,
     )
 
@@ -118,6 +149,11 @@ def records(stores: BackendStores) -> RecordStore:
     return stores.records
 
 
+@pytest.fixture
+def queue(stores: BackendStores) -> UploadQueue:
+    return stores.queue
+
+
 def _record(customer: str, date: str, uploaded_at: float, rows: int = 24) -> UploadRecord:
     return UploadRecord(
         customer_id=customer,
@@ -130,6 +166,22 @@ def _record(customer: str, date: str, uploaded_at: float, rows: int = 24) -> Upl
         uploaded_at=uploaded_at,
         content_hash=f"{customer}-{date}-{uploaded_at}".encode().hex()[:64],
     )
+
+
+def _raw_key(customer: str, date: str = "2024-05-01") -> str:
+    return f"raw/screen_time/{customer}/{date}.json"
+
+
+def _poll(
+    receive: Callable[[], list[QueueMessage]], wanted: int = 1, what: str = "messages"
+) -> list[QueueMessage]:
+    """Receive until ``wanted`` messages came, or fail at the deadline."""
+    found: list[QueueMessage] = []
+    deadline = time.monotonic() + QUEUE_DEADLINE_SECONDS
+    while len(found) < wanted:
+        assert time.monotonic() < deadline, f"{what}: {len(found)} of {wanted} arrived in time"
+        found.extend(receive())
+    return found
 
 
 def _usage_table(customer: str, minutes: list[int]) -> pa.Table:
@@ -153,6 +205,7 @@ class StoreContract:
         assert isinstance(stores.index, MetadataIndex)
         assert isinstance(stores.state, StateStore)
         assert isinstance(stores.records, RecordStore)
+        assert isinstance(stores.queue, UploadQueue)
 
     # ------------------------------------------------------------------ lake
 
@@ -341,6 +394,50 @@ class StoreContract:
         assert [(r.customer_id, r.date) for r in everything] == [key for key, _ in ordered]
         assert index.uploaded_since(now + DAY) == []
 
+    def test_index_put_if_writes_only_over_the_expected_hash(self, index: MetadataIndex) -> None:
+        now = time.time()
+        first = _record("c1", "2024-05-01", now)
+        assert index.put_if(first, None) is True
+        assert index.get("c1", "2024-05-01") == first
+        # A duplicate delivery of the first version: a record exists, so nothing is written.
+        corrected = replace(first, rows=30, uploaded_at=now + 1.25, content_hash="b" * 64)
+        assert index.put_if(corrected, None) is False
+        assert index.put_if(corrected, "not-the-stored-hash") is False
+        assert index.get("c1", "2024-05-01") == first
+        # The writer that read the first version replaces it.
+        assert index.put_if(corrected, first.content_hash) is True
+        assert index.get("c1", "2024-05-01") == corrected
+        assert [r.content_hash for r in index.uploaded_since(now)] == [corrected.content_hash]
+        # A writer that read the first version too, and comes second, loses.
+        assert index.put_if(replace(first, rows=99), first.content_hash) is False
+        assert index.get("c1", "2024-05-01") == corrected
+        # Replacing what is not there writes nothing.
+        assert index.put_if(_record("c2", "2024-05-01", now), first.content_hash) is False
+        assert index.get("c2", "2024-05-01") is None
+
+    def test_index_put_if_racing_writers_one_wins(self, index: MetadataIndex) -> None:
+        now = time.time()
+        contenders = [
+            replace(_record("c1", "2024-05-01", now + n), content_hash=f"{n}" * 64)
+            for n in range(4)
+        ]
+        start = threading.Barrier(len(contenders))
+        won: dict[str, bool] = {}
+
+        def write(record: UploadRecord) -> None:
+            start.wait(timeout=30)
+            won[record.content_hash] = index.put_if(record, None)
+
+        threads = [threading.Thread(target=write, args=(record,)) for record in contenders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        winners = [content_hash for content_hash, ok in won.items() if ok]
+        assert len(won) == len(contenders) and len(winners) == 1, won
+        stored = index.get("c1", "2024-05-01")
+        assert stored is not None and stored.content_hash == winners[0]
+
     # ------------------------------------------------------------------ state
 
     def test_state_get_put(self, state: StateStore) -> None:
@@ -358,6 +455,64 @@ class StoreContract:
         assert state.get_many(asked) == values
         assert state.get_many(["watermark:missing"]) == {}
         assert state.get_many([]) == {}
+
+    def test_state_increment_adds_up_counters(self, state: StateStore) -> None:
+        state.increment("counters:2024-05-01T10", {"processed": 1, "raw_bytes": 40_000})
+        state.increment(
+            "counters:2024-05-01T10", {"processed": 2, "raw_bytes": 1_000, "quarantined": 1}
+        )
+        state.increment("counters:2024-05-01T11", {"processed": 5})
+        assert state.counters(["counters:2024-05-01T10", "counters:absent"]) == {
+            "counters:2024-05-01T10": {"processed": 3, "raw_bytes": 41_000, "quarantined": 1}
+        }
+        assert state.counters(["counters:2024-05-01T11", "counters:2024-05-01T10"]) == {
+            "counters:2024-05-01T10": {"processed": 3, "raw_bytes": 41_000, "quarantined": 1},
+            "counters:2024-05-01T11": {"processed": 5},
+        }
+        assert state.counters(["counters:absent"]) == {}
+        assert state.counters([]) == {}
+
+    def test_state_counters_and_values_do_not_mix(self, state: StateStore) -> None:
+        state.put("version:rollup:screen_time", "1714521600.5")
+        state.increment("counters:2024-05-01T10", {"processed": 1})
+        assert state.counters(["version:rollup:screen_time"]) == {}
+        assert state.get("counters:2024-05-01T10") is None
+        assert state.get_many(["counters:2024-05-01T10", "version:rollup:screen_time"]) == {
+            "version:rollup:screen_time": "1714521600.5"
+        }
+
+    def test_state_counters_of_many_names(self, state: StateStore) -> None:
+        names = [f"counters:2024-05-{day:02d}T{hour:02d}" for day in (1, 2) for hour in range(24)]
+        names += [f"counters:2024-05-03T{hour:02d}" for hour in range(24)]
+        names += [f"counters:extra:{n}" for n in range(40)]  # 112 names: more than one batch
+        for n, name in enumerate(names):
+            state.increment(name, {"processed": n + 1})
+        found = state.counters([*names, "counters:absent"])
+        assert found == {name: {"processed": n + 1} for n, name in enumerate(names)}
+
+    def test_state_concurrent_increments_all_count(self, state: StateStore) -> None:
+        threads_count, rounds = 4, 15
+        start = threading.Barrier(threads_count)
+        errors: list[BaseException] = []
+
+        def add() -> None:
+            try:
+                start.wait(timeout=30)
+                for _ in range(rounds):
+                    state.increment("counters:race", {"processed": 1, "raw_bytes": 10})
+            except BaseException as exc:  # surfaced in the main thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=add) for _ in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        total = threads_count * rounds
+        assert state.counters(["counters:race"]) == {
+            "counters:race": {"processed": total, "raw_bytes": 10 * total}
+        }
 
     # ------------------------------------------------------------------ records
 
@@ -398,3 +553,119 @@ class StoreContract:
         assert [key for key, _ in records.scan("audit")] == sorted([*keys, "other-1"])
         assert records.scan("audit", prefix="zzz") == []
         assert records.scan("nothing") == []
+
+    # ------------------------------------------------------------------ upload queue
+
+    def test_queue_send_receive_delete(self, queue: UploadQueue) -> None:
+        keys = [_raw_key("c1"), _raw_key("c2"), _raw_key("c3", "2024-05-02")]
+        queue.send(keys)
+        received = _poll(lambda: queue.receive(10, visibility_seconds=60), wanted=len(keys))
+        assert sorted(key for message in received for key in message.keys) == sorted(keys)
+        assert all(len(message.keys) == 1 for message in received)
+        assert all(message.attempts == 1 and message.problem is None for message in received)
+        assert len({message.id for message in received}) == len(keys)
+        assert queue.depth() == len(keys)  # in flight still counts
+        assert queue.receive(10, visibility_seconds=60) == []
+        queue.delete(received)
+        assert queue.depth() == 0
+        assert queue.receive(10, visibility_seconds=60) == []
+        assert queue.dead_letters() == []
+        queue.send([])  # nothing to send is no error
+
+    def test_queue_receive_honours_max_messages(self, queue: UploadQueue) -> None:
+        keys = [_raw_key(f"c{n}") for n in range(13)]  # more than one SQS batch
+        queue.send(keys)
+        first = _poll(lambda: queue.receive(12, visibility_seconds=60), what="first receive")
+        assert len(first) <= 12
+        rest = _poll(
+            lambda: queue.receive(12, visibility_seconds=60),
+            wanted=len(keys) - len(first),
+            what="the rest",
+        )
+        assert sorted(k for m in [*first, *rest] for k in m.keys) == sorted(keys)
+        queue.delete([*first, *rest])
+        assert queue.depth() == 0
+
+    def test_queue_message_is_invisible_until_its_visibility_passes(
+        self, queue: UploadQueue
+    ) -> None:
+        queue.send([_raw_key("c1")])
+        [first] = _poll(lambda: queue.receive(10, visibility_seconds=2))
+        received_at = time.monotonic()
+        hidden = queue.receive(10, visibility_seconds=2)
+        if time.monotonic() - received_at < 2:  # asked within the visibility, as intended
+            assert hidden == []
+        # Neither deleted nor released: a crashed worker. It comes back by itself.
+        [again] = _poll(lambda: queue.receive(10, visibility_seconds=60), what="redelivery")
+        assert time.monotonic() - received_at >= 1.0
+        assert again.id == first.id
+        assert again.keys == first.keys
+        assert again.attempts == 2
+        assert again.receipt != first.receipt
+        queue.delete([again])
+        assert queue.depth() == 0
+
+    def test_queue_released_message_dead_letters_after_max_attempts(
+        self, queue: UploadQueue
+    ) -> None:
+        queue.send([_raw_key("c1")])
+        deliveries = []
+        for attempt in range(1, QUEUE_MAX_ATTEMPTS + 1):
+            [message] = _poll(lambda: queue.receive(10, visibility_seconds=60), what="delivery")
+            assert message.attempts == attempt
+            deliveries.append(message)
+            queue.release(message, f"attempt {attempt}: StoreUnavailable: index down")
+        assert len({message.id for message in deliveries}) == 1
+        # The next receive finds it out of attempts (SQS moves it to the dead-letter queue).
+        deadline = time.monotonic() + QUEUE_DEADLINE_SECONDS
+        while not queue.dead_letters():
+            assert time.monotonic() < deadline, "the message was not dead-lettered"
+            assert queue.receive(10, visibility_seconds=60) == []
+        reason = f"attempt {QUEUE_MAX_ATTEMPTS}: StoreUnavailable: index down"
+        assert queue.dead_letters() == [(deliveries[0].id, reason)]
+        assert queue.dead_letters() == [(deliveries[0].id, reason)]  # reading does not consume
+        assert queue.dead_letters(limit=0) == []
+        assert queue.depth() == 0
+        assert queue.receive(10, visibility_seconds=60) == []
+
+    def test_queue_released_message_comes_back(self, queue: UploadQueue) -> None:
+        queue.send([_raw_key("c1")])
+        [message] = _poll(lambda: queue.receive(10, visibility_seconds=60))
+        queue.release(message, "ConnectionError: lake unreachable")
+        [again] = _poll(lambda: queue.receive(10, visibility_seconds=60), what="redelivery")
+        assert (again.id, again.keys, again.attempts) == (message.id, message.keys, 2)
+        queue.delete([again])
+        assert queue.depth() == 0
+        assert queue.dead_letters() == []
+
+
+# ---------------------------------------------------------------------- the embedded queue only
+
+
+def test_local_queue_holds_one_message_per_waiting_key(tmp_path: Path) -> None:
+    """SQS delivers each send (S3 may notify twice too); the embedded queue coalesces."""
+    from data_access.local import SqliteUploadQueue
+
+    queue = SqliteUploadQueue(tmp_path / "state.sqlite", retry_seconds=0)
+    queue.send([_raw_key("c1")])
+    queue.send([_raw_key("c1"), _raw_key("c1")])
+    assert queue.depth() == 1
+    [message] = queue.receive(10, visibility_seconds=60)
+    assert message.keys == (_raw_key("c1"),)
+    assert queue.receive(10, visibility_seconds=60) == []
+
+
+def test_local_queue_keeps_a_key_sent_again_while_in_flight(tmp_path: Path) -> None:
+    """A re-upload during processing must be processed too: the delete leaves it queued."""
+    from data_access.local import SqliteUploadQueue
+
+    queue = SqliteUploadQueue(tmp_path / "state.sqlite", retry_seconds=0)
+    queue.send([_raw_key("c1")])
+    [first] = queue.receive(10, visibility_seconds=60)
+    queue.send([_raw_key("c1")])  # the device uploaded corrected bytes meanwhile
+    queue.delete([first])
+    assert queue.depth() == 1
+    [second] = queue.receive(10, visibility_seconds=60)
+    assert second.keys == first.keys and second.attempts == 1
+    queue.delete([second])
+    assert queue.depth() == 0

@@ -83,11 +83,12 @@ def seed_sample(stores: Stores, end_date: dt.date) -> None:
     """Generate, process, compact and roll up a small sample, as ``make sample`` does."""
     from pipeline.events import compact_events, compact_metrics
     from pipeline.generate import generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     generate(
         stores.lake,
+        queue=stores.queue,
         customers=SAMPLE_CUSTOMERS,
         days=SAMPLE_DAYS,
         seed=SAMPLE_SEED,
@@ -95,7 +96,7 @@ def seed_sample(stores: Stores, end_date: dt.date) -> None:
         bad_uploads=1,
         hosts=1,
     )
-    process_pending(stores)
+    drain(stores)
     compact_events(stores)
     compact_metrics(stores)
     rollup_all(stores)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from dashboard import create_app
+from data_access import layout
 from tests.plugins.browser import SampleLake, build_sample_lake
 
 # Each example is one in-process request of a few ms: a few hundred per test stay fast.
@@ -49,12 +50,17 @@ class FuzzSite:
 
 
 def plant_secrets(outside: Path) -> None:
-    """Files a path escape from the lake would reach, each holding SECRET_MARKER."""
+    """Files a path escape from the lake would reach, each holding SECRET_MARKER.
+
+    Named as the lake names its objects, so a key that escapes the lake by one level reads
+    a file shaped like what the reader expects.
+    """
     for relative in (
         "secret.txt",
-        "processed/screen_time/c0000001/2024-01-01/aggregated.parquet",
-        "raw/screen_time/c0000001/2024-01-01.json",
-        "rollups/business/date=2024-01-01/stats.parquet",
+        layout.processed_upload_key("c0000001", "2024-01-01", "0" * 64),
+        layout.raw_upload_key("c0000001", "2024-01-01"),
+        layout.screen_time_summary_key("2024-01-01"),
+        layout.business_rollup_key("2024-01-01", "stats"),
     ):
         path = outside / relative
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Keys arrive as S3 ``ObjectCreated`` events (URL-encoded, sometimes twice), name customers
 with path escapes, percent-encodings, control characters and Unicode look-alikes, and carry
 a perfectly valid upload body. Whatever the key, the upload is quarantined (or ignored when
-it is not a screen-time key), nothing is processed under a hostile id, and no file outside
-the lake folder is created, changed or read back.
+it is not a screen-time key; found quarantined already when it comes again), nothing is
+processed under a hostile id, and no file outside the lake folder is created, changed or
+read back.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import Stores
 from pipeline.generate import customer_profile, screen_time_upload
-from pipeline.process import handle_s3_event, process_pending, process_upload
+from pipeline.process import drain, handle_s3_event, process_upload, quarantine_keys
+from pipeline.reconcile import requeue_missed
 from tests.fuzz.conftest import FUZZ, SECRET_MARKER, plant_secrets
 from tests.integrity.checks import assert_reconciled
 
@@ -147,12 +149,19 @@ def test_hostile_keys_from_s3_events_are_quarantined_inside_the_lake(
     decoded = urllib.parse.unquote_plus(sent)
     for outcome in outcomes:
         assert outcome.raw_key == decoded
-        if outcome.status != "quarantined":
-            # Only a key that really names a safe customer and date is processed, and the
-            # body names c0000001: the key must say so too.
+        if outcome.reason is None:
+            # Accepted (processed, replaced, or a duplicate of an indexed upload): only a key
+            # that really names a safe customer and date, and the body names c0000001: the
+            # key must say so too.
+            assert outcome.status in ("processed", "replaced", "duplicate"), outcome
             assert outcome.customer_id == "c0000001" and decoded == key and written, outcome
+        else:
+            # Quarantined now, or found quarantined already (the same key and bytes again).
+            assert outcome.status in ("quarantined", "duplicate"), outcome
+            _, reason_key = quarantine_keys(outcome.raw_key, outcome.content_hash)
+            assert lakeside.stores.lake.exists(reason_key), outcome
     if not written and encodings == 0 and key.startswith(layout.RAW_SCREEN_TIME):
-        assert [outcome.status for outcome in outcomes] == ["quarantined"]
+        assert len(outcomes) == 1 and outcomes[0].reason is not None, outcomes
     assert lakeside.outside_files() == before
     _assert_inside(lakeside)
 
@@ -166,15 +175,21 @@ def test_hostile_keys_found_by_a_listing_are_handled_once(
     before = lakeside.outside_files()
     key = f"{layout.RAW_SCREEN_TIME}{customer}/{date}.json"
     if _write_if_the_lake_allows(lakeside.stores, key, lakeside.body):
-        process_pending(lakeside.stores)
+        # Its notification was lost: the catch-up's listing finds it.
+        assert requeue_missed(lakeside.stores) >= 1
+        first = drain(lakeside.stores)
+        assert first.failed == 0 and first.handled >= 1, first
         handled = _lake_files(lakeside)
-        # A second pass may look at the upload again (its mtime is too fresh to skip), but
-        # it must write nothing: the same bytes are quarantined once.
-        process_pending(lakeside.stores)
+        # A second pass may queue the upload again (its mtime is too fresh to skip), but
+        # it must write nothing: the same bytes are quarantined (or processed) once.
+        requeue_missed(lakeside.stores)
+        again = drain(lakeside.stores)
+        assert (again.failed, again.handled) == (0, again.duplicate), again
         assert _lake_files(lakeside) == handled
     else:
         outcome = process_upload(lakeside.stores, key)
-        assert outcome.status == "quarantined"
+        assert outcome.status in ("quarantined", "duplicate")
+        assert outcome.reason is not None and outcome.customer_id is None, outcome
     assert lakeside.outside_files() == before
     _assert_inside(lakeside)
 
@@ -205,6 +220,8 @@ def test_nothing_was_indexed_under_a_hostile_id_and_the_lake_reconciles(
     for record in lakeside.stores.index.uploaded_since(-1.0):
         assert layout.is_safe_customer_id(record.customer_id), record
         assert record.customer_id == "c0000001", record
-    process_pending(lakeside.stores)
+    # Uploads whose notification never came (an event named another key) are caught up.
+    requeue_missed(lakeside.stores)
+    assert drain(lakeside.stores).failed == 0
     report = assert_reconciled(lakeside.stores)
     assert report.quarantined >= 1

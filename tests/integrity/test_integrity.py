@@ -31,7 +31,7 @@ from data_access.stores import Stores
 from pipeline import rollup
 from pipeline.events import compact_events
 from pipeline.generate import customer_id, customer_profile, generate, screen_time_upload
-from pipeline.process import handle_s3_event, process_pending
+from pipeline.process import drain, handle_s3_event
 from pipeline.rollup import rollup_all
 from tests.fuzz.conftest import FUZZ
 from tests.integrity.checks import assert_reconciled
@@ -84,7 +84,7 @@ OPERATIONS = st.lists(
 def _apply(stores: Stores, operation: tuple, data: st.DataObject) -> None:
     kind = operation[0]
     if kind == "process":
-        process_pending(stores)
+        drain(stores)
         rollup_all(stores)
         return
     if kind == "upload":
@@ -101,8 +101,11 @@ def _apply(stores: Stores, operation: tuple, data: st.DataObject) -> None:
         body = _upload(0, day)
     with contextlib.suppress(ValueError):  # the lake refuses the key; the event still names it
         stores.lake.write_bytes(key, body)
-    # Half the uploads announce themselves at once (the S3 event), the rest wait for a pass.
-    if data.draw(st.booleans(), label="event"):
+    # Half the uploads are processed at once (a Lambda given the S3 event), the rest are
+    # queued for the next pass (the local worker).
+    if not data.draw(st.booleans(), label="event"):
+        stores.queue.send([key])
+    else:
         event = {
             "Records": [
                 {
@@ -125,12 +128,15 @@ def _rollup_tables(stores: Stores) -> dict[str, pd.DataFrame]:
 
 
 def assert_rollups_equal_a_recomputation(settings_: DataSettings, scratch: Path) -> None:
-    """Copy the lake, drop its rollups and watermarks, roll up from scratch, compare."""
+    """Copy the lake, drop its rollups, watermarks and folded versions, roll up from scratch,
+    compare: the additive fold, after any sequence, equals one fold of what is current."""
     copy = _settings(scratch)
     shutil.copytree(settings_.lake_root, copy.lake_root)
     # SQLite's backup, not a file copy: recent writes may still sit in the WAL file.
     with sqlite3.connect(settings_.state_db) as source, sqlite3.connect(copy.state_db) as target:
         source.backup(target)
+        # Forget which versions the summaries hold: the fold starts from nothing.
+        target.execute("DELETE FROM state WHERE name LIKE 'folded:%'")
     fresh = build_stores(copy)
     shutil.rmtree(copy.lake_root / "rollups", ignore_errors=True)
     fresh.state.put(rollup.WATERMARK_SCREEN_TIME, "0")
@@ -155,7 +161,7 @@ def test_any_upload_sequence_reconciles_and_rollups_match(
         stores = build_stores(settings_)
         for operation in operations:
             _apply(stores, operation, data)
-        process_pending(stores)
+        drain(stores)
         rollup_all(stores)
 
         report = assert_reconciled(stores)
@@ -169,7 +175,7 @@ def test_any_upload_sequence_reconciles_and_rollups_match(
         for customer, _date in valid_days:
             assert layout.is_safe_customer_id(customer)
         # Nothing new on a second pass: processed or quarantined once.
-        again = process_pending(stores)
+        again = drain(stores)
         assert again.processed == again.replaced == 0
         assert_reconciled(stores)
         assert_rollups_equal_a_recomputation(settings_, root / "recomputed")
@@ -178,7 +184,7 @@ def test_any_upload_sequence_reconciles_and_rollups_match(
 def test_replayed_and_broken_event_batches_are_counted_once(tmp_path: Path) -> None:
     settings_ = _settings(tmp_path / "live")
     stores = build_stores(settings_)
-    generate(stores.lake, customers=2, days=2, seed=SEED, end_date=END, hosts=0)
+    generate(stores.lake, queue=stores.queue, customers=2, days=2, seed=SEED, end_date=END, hosts=0)
     compact_events(stores)
     batch = max(stores.lake.list("raw/events/pageview/"), key=lambda info: info.size)
     lines = stores.lake.read_bytes(batch.key).splitlines()
@@ -190,7 +196,7 @@ def test_replayed_and_broken_event_batches_are_counted_once(tmp_path: Path) -> N
     stores.lake.write_bytes(f"{folder}/broken.jsonl", b"\n".join(broken) + b"\n")
     compact_events(stores)
     compact_events(stores)  # idempotent: rewrites hours from raw
-    process_pending(stores)
+    drain(stores)
     rollup_all(stores)
 
     report = assert_reconciled(stores)

@@ -14,7 +14,7 @@ from data_access.stores import Stores
 from live.apikeys import create_key
 from live.settings import IngestSettings
 from live.uploads import register_uploads
-from pipeline.process import process_pending
+from pipeline.process import drain
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -70,7 +70,7 @@ def test_a_device_uploads_through_the_service_and_the_pipeline_processes_it(loca
     put = client.put(path, data=upload_body(), headers={**auth, **target["headers"]})
     assert put.status_code == 201
     assert local_stores.lake.read_bytes(target["key"]) == upload_body()
-    summary = process_pending(local_stores)
+    summary = drain(local_stores)
     assert summary.processed == 1
     assert local_stores.index.get("c0000001", TODAY.isoformat()) is not None
 

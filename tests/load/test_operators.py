@@ -28,7 +28,7 @@ import requests
 from data_access import layout
 from data_access.stores import Stores
 from pipeline.generate import customer_profile, screen_time_upload
-from pipeline.process import process_pending
+from pipeline.process import drain
 from pipeline.rollup import rollup_all
 from tests.integrity.checks import assert_reconciled
 from tests.load.operators import DashSite, LoadSummary, Operator, run_operators
@@ -134,7 +134,7 @@ class Writer:
             self.stores.lake.write_bytes(key, data)
             self.written.append(key)
             break
-        process_pending(self.stores)
+        drain(self.stores)
         rollup_all(self.stores)
 
     def run(self, stop: threading.Event) -> None:

@@ -66,20 +66,21 @@ def build_sample_lake(root: Path, *, customers: int, days: int, end_date: dt.dat
     from pipeline.alerts import AlertSettings, evaluate
     from pipeline.events import compact_events, compact_metrics
     from pipeline.generate import generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     settings = DataSettings(lake_root=root / "lake", state_db=root / "state.sqlite")
     stores = build_stores(settings)
     generate(
         stores.lake,
+        queue=stores.queue,
         customers=customers,
         days=days,
         seed=SAMPLE_SEED,
         end_date=end_date,
         bad_uploads=SAMPLE_BAD_UPLOADS,
     )
-    process_pending(stores)
+    drain(stores)
     compact_events(stores)
     compact_metrics(stores)
     rollup_all(stores)

@@ -1,4 +1,5 @@
-"""Pytest fixtures for the AWS tier: DynamoDB Local and SeaweedFS started once per session.
+"""Pytest fixtures for the AWS tier: DynamoDB Local, SeaweedFS and moto (S3 + SQS) started once
+per session.
 
 Missing Java or npm packages fail the tests that need them, naming the install script;
 they are never skipped silently.
@@ -7,6 +8,7 @@ they are never skipped silently.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,12 +26,14 @@ from tests.servers import (
     TEST_REGION,
     TEST_SECRET_KEY,
     DynamoDBLocal,
+    MotoServer,
     SeaweedS3,
+    ServerProcess,
     ServerUnavailable,
 )
 
 
-def start_server(server_class: type[DynamoDBLocal] | type[SeaweedS3]) -> Any:
+def start_server(server_class: type[ServerProcess]) -> Any:
     """Start one server or fail the test with what to install."""
     try:
         server = server_class()
@@ -57,6 +61,52 @@ def seaweed_s3() -> Iterator[SeaweedS3]:
     server.cleanup()
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = start_server(MotoServer)
+    yield server
+    server.cleanup()
+
+
+@dataclass(frozen=True)
+class UploadQueues:
+    """An upload queue and its dead-letter queue, as the stack makes them."""
+
+    url: str
+    arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+def create_upload_queues(
+    sqs: Any, name: str, *, max_receive_count: int, visibility_seconds: int = 30
+) -> UploadQueues:
+    """A queue whose redrive policy moves a message received ``max_receive_count`` times to
+    ``{name}-dlq`` (deploy/cloudformation.yaml: UploadQueue, UploadDeadLetterQueue)."""
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = _queue_arn(sqs, dlq_url)
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_seconds),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return UploadQueues(url=url, arn=_queue_arn(sqs, url), dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return attributes["Attributes"]["QueueArn"]
+
+
+def delete_upload_queues(sqs: Any, queues: UploadQueues) -> None:
+    for url in (queues.url, queues.dlq_url):
+        with contextlib.suppress(Exception):
+            sqs.delete_queue(QueueUrl=url)
+
+
 def aws_env_for(
     dynamodb: DynamoDBLocal, seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
@@ -73,6 +123,8 @@ def aws_env_for(
         "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
         "S3_BUCKET": f"mc-test-{suffix}",
         "TABLE_PREFIX": f"mc-test-{suffix}",
+        # Without UPLOAD_QUEUE_URL the upload queue is SQLite: one file per test, not var/.
+        "STATE_DB": str(tmp_path_factory.mktemp("aws-state") / "state.sqlite"),
         # Never read a developer's profile or ask an instance metadata service.
         "AWS_CONFIG_FILE": str(no_config),
         "AWS_SHARED_CREDENTIALS_FILE": str(no_config),

@@ -3,12 +3,14 @@
 The template is compared with its sources of truth rather than with copied values: the
 table specs in ``data_access.aws``, the lifecycle rules in ``pipeline.bootstrap``, the
 AWS calls the backend makes (least privilege), the CLI's subcommands (scheduled jobs),
-the settings the code reads (container environment), gunicorn.conf.py and the Dockerfile.
+the Lambda handler the upload function runs, the settings the code reads (container and
+function environment), gunicorn.conf.py and the Dockerfile.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import runpy
@@ -20,7 +22,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint, lint_file
 from cfnlint.decode import cfn_yaml
 
-from data_access import aws
+from data_access import aws, layout
 from pipeline import bootstrap
 from pipeline.cli import build_parser
 from tests.prod.processes import TEMPLATE, image_env
@@ -48,6 +50,24 @@ S3_ACTIONS = {
     "delete_object": "s3:DeleteObject",
     "delete_objects": "s3:DeleteObject",
     "list_objects_v2": "s3:ListBucket",
+}
+SQS_ACTIONS = {
+    "send_message": "sqs:SendMessage",
+    "send_message_batch": "sqs:SendMessage",
+    "receive_message": "sqs:ReceiveMessage",
+    "delete_message": "sqs:DeleteMessage",
+    "delete_message_batch": "sqs:DeleteMessage",
+    "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+    "get_queue_attributes": "sqs:GetQueueAttributes",
+}
+# What a Lambda event source mapping on SQS needs of the function's role (AWS's list), plus
+# ChangeMessageVisibility for releasing a failed message with a shorter retry delay.
+SQS_CONSUMER_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
 }
 # pyarrow's S3FileSystem may upload in parts; an abandoned upload must be cleaned up.
 S3_MULTIPART_EXTRA = {"s3:AbortMultipartUpload"}
@@ -121,6 +141,12 @@ def used_by_backend(mapping: dict[str, str]) -> set[str]:
         for method, action in mapping.items()
         if re.search(rf"""(\.{method}\(|["']{method}["'])""", source)
     }
+
+
+def parameter_default(template: dict, value: object) -> object:
+    """The default of the parameter ``value`` refers to (``{"Ref": name}``)."""
+    assert isinstance(value, dict) and "Ref" in value, f"{value!r} is not a parameter reference"
+    return template["Parameters"][value["Ref"]]["Default"]
 
 
 def container(template: dict, task_definition: str) -> dict:
@@ -272,19 +298,35 @@ def test_job_role_grants_exactly_what_the_backend_calls(template: dict) -> None:
     role = template["Resources"]["JobTaskRole"]
     dynamodb_needed = used_by_backend(DYNAMODB_ACTIONS)
     s3_needed = used_by_backend(S3_ACTIONS)
+    sqs_needed = used_by_backend(SQS_ACTIONS)
     assert {"dynamodb:GetItem", "dynamodb:Query", "s3:GetObject", "s3:ListBucket"} <= (
         dynamodb_needed | s3_needed
     ), "the scan of data_access/aws.py found the calls"
+    assert {"dynamodb:UpdateItem", "sqs:SendMessage", "sqs:ReceiveMessage"} <= (
+        dynamodb_needed | sqs_needed
+    ), "counters and the upload queue were found"
     for table in resources(template, "AWS::DynamoDB::Table"):
         assert granted(role, table, "dynamodb") == dynamodb_needed, table
     lake = granted(role, "LakeBucket", "s3")
     assert s3_needed <= lake, s3_needed - lake
     assert lake - s3_needed <= S3_MULTIPART_EXTRA, lake - s3_needed
+    assert granted(role, "UploadQueue", "sqs") == sqs_needed
+    # Reading the dead letters peeks: receive, then visible again. Nothing sends or deletes.
+    assert granted(role, "UploadDeadLetterQueue", "sqs") == {
+        "sqs:ReceiveMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    }
 
 
 def test_web_role_reads_and_writes_only_what_the_dashboard_does(template: dict) -> None:
     role = template["Resources"]["WebTaskRole"]
-    needed = used_by_backend(DYNAMODB_ACTIONS) | used_by_backend(S3_ACTIONS) | S3_MULTIPART_EXTRA
+    needed = (
+        used_by_backend(DYNAMODB_ACTIONS)
+        | used_by_backend(S3_ACTIONS)
+        | used_by_backend(SQS_ACTIONS)
+        | S3_MULTIPART_EXTRA
+    )
     for statement in allow_statements(role):
         for action in as_list(statement["Action"]):
             assert action in needed, f"web role grants {action}, which no code calls"
@@ -304,13 +346,62 @@ def test_web_role_reads_and_writes_only_what_the_dashboard_does(template: dict) 
         for statement in allow_statements(role)
         for resource in as_list(statement["Resource"])
     )
+    # The dashboard shows the queue; it neither sends to it nor takes uploads off it.
+    assert granted(role, "UploadQueue", "sqs") == {"sqs:GetQueueAttributes"}
+    assert not granted(role, "UploadDeadLetterQueue", "sqs") & {
+        "sqs:SendMessage",
+        "sqs:DeleteMessage",
+    }
+
+
+def test_upload_function_role_is_least_privilege(template: dict) -> None:
+    role = template["Resources"]["UploadFunctionRole"]
+    assert granted(role, "UploadQueue", "sqs") == SQS_CONSUMER_ACTIONS
+    assert granted(role, "UploadDeadLetterQueue", "sqs") == set(), "SQS's redrive moves them"
+    # Raw uploads in, Parquet and quarantine copies out, superseded Parquet deleted: no
+    # other prefixes, and a raw upload or quarantine copy is never deleted.
+    paths: dict[str, set[str]] = {}
+    for statement in allow_statements(role):
+        for action in as_list(statement["Action"]):
+            if action in {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}:
+                for resource in as_list(statement["Resource"]):
+                    paths.setdefault(action, set()).add(resource["Fn::Sub"])
+    prefix = "${LakeBucket.Arn}/"
+    assert paths == {
+        "s3:GetObject": {
+            f"{prefix}{layout.RAW_SCREEN_TIME}*",
+            f"{prefix}{layout.QUARANTINE_SCREEN_TIME}*",
+        },
+        "s3:PutObject": {
+            f"{prefix}{layout.PROCESSED_SCREEN_TIME}*",
+            f"{prefix}{layout.QUARANTINE_SCREEN_TIME}*",
+        },
+        "s3:DeleteObject": {f"{prefix}{layout.PROCESSED_SCREEN_TIME}*"},
+    }
+    assert granted(role, "LakeBucket", "s3") == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+    }
+    assert granted(role, "CacheTable", "dynamodb") == set()
+    backend = used_by_backend(DYNAMODB_ACTIONS)
+    for table in ("IndexTable", "StateTable", "RecordsTable"):
+        actions = granted(role, table, "dynamodb")
+        assert actions and actions <= backend, (table, actions - backend)
+        assert not actions & {"dynamodb:Scan", "dynamodb:BatchWriteItem"}, table
+    assert "dynamodb:UpdateItem" in granted(role, "StateTable", "dynamodb"), "counters"
 
 
 def test_roles_are_assumed_only_by_their_service(template: dict) -> None:
     for name, role in resources(template, "AWS::IAM::Role").items():
         [statement] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         service = statement["Principal"]["Service"]
-        assert service in {"ecs-tasks.amazonaws.com", "events.amazonaws.com"}, name
+        assert service in {
+            "ecs-tasks.amazonaws.com",
+            "events.amazonaws.com",
+            "lambda.amazonaws.com",
+        }, name
 
 
 # ------------------------------------------------------------------------------ serving
@@ -378,6 +469,18 @@ def test_container_environment_names_settings_the_code_reads(template: dict) -> 
     assert refers_to(env["S3_BUCKET"], "LakeBucket")
     assert env["TABLE_PREFIX"] == {"Ref": "Prefix"}
     assert "SECRET_KEY" in secret_names(web) and "SECRET_KEY" not in env, "from Secrets Manager"
+    function_env = template["Resources"]["UploadFunction"]["Properties"]["Environment"]
+    for name in function_env["Variables"]:
+        assert f'"{name}"' in sources, f"UploadFunction sets {name}, which nothing reads"
+    # Every process that builds AWS stores uses the same queue (else it falls back to SQLite).
+    for values in (
+        env,
+        environment(container(template, "JobTaskDefinition")),
+        function_env["Variables"],
+    ):
+        assert refers_to(values["UPLOAD_QUEUE_URL"], "UploadQueue")
+        assert refers_to(values["UPLOAD_DLQ_URL"], "UploadDeadLetterQueue")
+        assert values["UPLOAD_MAX_ATTEMPTS"] == {"Ref": "UploadMaxReceiveCount"}
 
 
 def test_scheduled_jobs_run_real_cli_subcommands(template: dict) -> None:
@@ -397,6 +500,76 @@ def test_scheduled_jobs_run_real_cli_subcommands(template: dict) -> None:
         assert subcommand in subparsers.choices, f"{name}: no subcommand {subcommand!r}"
         scheduled[subcommand] = rule["Properties"]["ScheduleExpression"]
     assert {"process", "rollup"} <= set(scheduled), scheduled
+
+
+# ------------------------------------------------------------------------------ upload queue
+
+
+def test_raw_uploads_notify_the_upload_queue(template: dict) -> None:
+    bucket = template["Resources"]["LakeBucket"]
+    [notification] = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert refers_to(notification["Queue"], "UploadQueue")
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Filter"]["S3Key"]["Rules"] == [
+        {"Name": "prefix", "Value": layout.RAW_SCREEN_TIME}
+    ]
+    # S3 checks its permission to send when the notification is set: policy first.
+    assert "UploadQueuePolicy" in as_list(bucket.get("DependsOn", []))
+    policy = template["Resources"]["UploadQueuePolicy"]["Properties"]
+    assert [queue for queue in policy["Queues"] if refers_to(queue, "UploadQueue")]
+    [allow] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert as_list(allow["Action"]) == ["sqs:SendMessage"]
+    assert refers_to(allow["Resource"], "UploadQueue")
+    source_arn = allow["Condition"]["ArnEquals"]["aws:SourceArn"]
+    # Built from the bucket's name: a reference to the bucket would be a dependency cycle.
+    assert not refers_to(source_arn, "LakeBucket")
+    assert "arn:${AWS::Partition}:s3:::${BucketName}" in json.dumps(source_arn)
+    assert allow["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+
+
+def test_upload_queue_dead_letters_after_the_receive_count(template: dict) -> None:
+    queue = template["Resources"]["UploadQueue"]["Properties"]
+    redrive = queue["RedrivePolicy"]
+    assert refers_to(redrive["deadLetterTargetArn"], "UploadDeadLetterQueue")
+    assert redrive["maxReceiveCount"] == {"Ref": "UploadMaxReceiveCount"}
+    assert parameter_default(template, redrive["maxReceiveCount"]) == 5
+    dead = template["Resources"]["UploadDeadLetterQueue"]["Properties"]
+    assert "RedrivePolicy" not in dead
+    # A dead letter keeps its first enqueue time: the DLQ must keep messages longer.
+    assert dead["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    for properties in (queue, dead):
+        assert properties["SqsManagedSseEnabled"] is True
+
+
+def test_upload_function_drains_the_queue_in_partial_batches(template: dict) -> None:
+    mappings = resources(template, "AWS::Lambda::EventSourceMapping")
+    [mapping] = [m["Properties"] for m in mappings.values()]
+    assert refers_to(mapping["EventSourceArn"], "UploadQueue")
+    assert refers_to(mapping["FunctionName"], "UploadFunction")
+    # Without it a single bad upload would send its whole batch back to the queue.
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == {"Ref": "UploadBatchSize"}
+    assert parameter_default(template, mapping["BatchSize"]) == 10
+    concurrency = mapping["ScalingConfig"]["MaximumConcurrency"]
+    assert concurrency == {"Ref": "UploadMaxConcurrency"}
+    assert parameter_default(template, concurrency) == 10
+    assert template["Parameters"]["UploadMaxConcurrency"]["MinValue"] == 2  # SQS's least
+
+    function = template["Resources"]["UploadFunction"]["Properties"]
+    queue = template["Resources"]["UploadQueue"]["Properties"]
+    window = mapping.get("MaximumBatchingWindowInSeconds", 0)
+    # AWS's guidance: at least six times the function's timeout (plus the batching window).
+    assert queue["VisibilityTimeout"] >= 6 * function["Timeout"] + window
+
+    # The function runs the image the tasks run, and the handler exists there.
+    assert function["PackageType"] == "Image"
+    assert function["Code"]["ImageUri"] == {"Ref": "ImageUri"}
+    assert refers_to(function["Role"], "UploadFunctionRole")
+    [handler] = function["ImageConfig"]["Command"]
+    module, _, name = handler.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name, None)), handler
+    assert function["Environment"]["Variables"]["DATA_BACKEND"] == "aws"
 
 
 # ------------------------------------------------------------------------------ alarms
@@ -420,6 +593,16 @@ def test_alarms_cover_errors_latency_throttles_jobs_and_lag(template: dict) -> N
             assert any(
                 m["MetricName"] == kind and refers_to(m["Dimensions"], table) for m in metrics
             ), f"{kind} of {table} is not watched"
+    dead_letters = [
+        metric
+        for metric in metrics
+        if metric["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and refers_to(metric["Dimensions"], "UploadDeadLetterQueue")
+    ]
+    assert dead_letters, "nobody hears of dead-lettered uploads"
+    [dead_letter_alarm] = [a for a in alarms.values() if refers_to(a, "UploadDeadLetterQueue")]
+    assert dead_letter_alarm["Properties"]["Threshold"] == 0
+    assert dead_letter_alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
     failed = [a for a in alarms.values() if refers_to(a, "JobFailedRule")]
     lag = [a for a in alarms.values() if refers_to(a, "JobSucceededRule")]
     assert failed and lag

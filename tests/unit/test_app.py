@@ -22,7 +22,7 @@ from data_access.service import NoData
 from data_access.settings import DataSettings
 from pipeline.events import compact_events, compact_metrics
 from pipeline.generate import customer_id, generate
-from pipeline.process import process_pending
+from pipeline.process import drain
 from pipeline.rollup import rollup_all
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -40,8 +40,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> DataSettings:
     root = tmp_path_factory.mktemp("dash-app")
     settings = DataSettings(lake_root=root / "lake", state_db=root / "state.sqlite")
     stores = build_stores(settings)
-    generate(stores.lake, customers=3, days=3, seed=7, end_date=TODAY, hosts=1)
-    process_pending(stores)
+    generate(stores.lake, queue=stores.queue, customers=3, days=3, seed=7, end_date=TODAY, hosts=1)
+    drain(stores)
     compact_events(stores)
     compact_metrics(stores)
     rollup_all(stores)

@@ -18,7 +18,7 @@ from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from pipeline.events import compact_events
 from pipeline.generate import generate
-from pipeline.process import process_pending
+from pipeline.process import drain
 from pipeline.rollup import rollup_all
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -30,8 +30,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> DataSettings:
     root = tmp_path_factory.mktemp("poll-shortcut")
     settings = DataSettings(lake_root=root / "lake", state_db=root / "state.sqlite")
     stores = build_stores(settings)
-    generate(stores.lake, customers=2, days=2, seed=3, end_date=TODAY, hosts=0)
-    process_pending(stores)
+    generate(stores.lake, queue=stores.queue, customers=2, days=2, seed=3, end_date=TODAY, hosts=0)
+    drain(stores)
     compact_events(stores)
     rollup_all(stores)
     return settings

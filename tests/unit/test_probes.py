@@ -212,8 +212,8 @@ def test_cache_probe_is_down_when_the_value_does_not_come_back():
 
 def test_lake_probe_lists_todays_rollup_partition(local_stores: Stores):
     today = dt.date(2026, 3, 4)
-    local_stores.lake.write_bytes(layout.screen_time_rollup_key(today.isoformat(), "apps"), b"x")
-    local_stores.lake.write_bytes(layout.screen_time_rollup_key("2026-03-05", "apps"), b"x")
+    local_stores.lake.write_bytes(layout.screen_time_summary_key(today.isoformat()), b"x")
+    local_stores.lake.write_bytes(layout.screen_time_summary_key("2026-03-05"), b"x")
     check = lake_check(local_stores.lake, lambda: today)
     outcome = check()
     assert "date=2026-03-04/" in outcome.detail

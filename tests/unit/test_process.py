@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from data_access import layout
 from data_access.settings import DataSettings
 from data_access.stores import Stores
-from pipeline import generate, process, schema
+from pipeline import generate, process, rollup, schema
+from pipeline.reconcile import requeue_missed
 
 DAY = dt.date(2026, 11, 1)
 NOW = dt.datetime(2026, 11, 10, 12, tzinfo=dt.UTC).timestamp()
@@ -75,6 +76,18 @@ def put(stores: Stores, key: str, data: bytes) -> str:
     return key
 
 
+def deliver(stores: Stores, key: str, data: bytes) -> str:
+    """Write and queue the upload, as a device PUT (or its S3 notification) does."""
+    put(stores, key, data)
+    stores.queue.send([key])
+    return key
+
+
+def processed_key(raw: bytes, customer_id: str = "c0000042", date: str = "2026-11-01") -> str:
+    """Where the Parquet of these raw bytes lives: the object is named by their content."""
+    return layout.processed_upload_key(customer_id, date, hashlib.sha256(raw).hexdigest())
+
+
 def listing(stores: Stores, prefix: str = "") -> list[tuple[str, int, float]]:
     return [(i.key, i.size, i.modified) for i in stores.lake.list(prefix)]
 
@@ -111,7 +124,13 @@ def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
         "2026-11-01",
     )
     assert outcome.bytes == len(raw)
-    object_key = layout.processed_upload_key("c0000042", "2026-11-01")
+    assert outcome.content_hash == hashlib.sha256(raw).hexdigest()
+    object_key = processed_key(raw)
+    assert (
+        object_key
+        == f"processed/screen_time/c0000042/2026-11-01/{outcome.content_hash[:16]}.parquet"
+    )
+    assert [info.key for info in local_stores.lake.list("processed/")] == [object_key]
     table = read(local_stores, object_key)
     assert table.schema.names == [
         "hour", "app_id", "seconds", "sessions", "pickups", "notifications",
@@ -153,7 +172,7 @@ def test_midnight_split_puts_seconds_on_both_days_and_keeps_totals(local_stores:
     raw = upload_bytes(sessions)
     put(local_stores, KEY, raw)
     process.process_upload(local_stores, KEY, now=NOW)
-    rows = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01")).to_pylist()
+    rows = read(local_stores, processed_key(raw)).to_pylist()
 
     # Hours 24 and up are the next day's.
     assert [(r["hour"], r["seconds"], r["sessions"], r["pickups"]) for r in rows] == [
@@ -167,18 +186,20 @@ def test_midnight_split_puts_seconds_on_both_days_and_keeps_totals(local_stores:
 
 
 def test_empty_day_writes_a_zero_row_file(local_stores: Stores) -> None:
-    put(local_stores, KEY, upload_bytes([]))
+    raw = upload_bytes([])
+    put(local_stores, KEY, raw)
     outcome = process.process_upload(local_stores, KEY, now=NOW)
-    table = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01"))
+    table = read(local_stores, processed_key(raw))
     assert outcome.status == "processed"
     assert table.num_rows == 0 and table.schema == process.AGGREGATED_SCHEMA
     assert local_stores.index.get("c0000042", "2026-11-01").rows == 0
 
 
 def test_parquet_is_gzip_dictionary_encoded_with_v2_data_pages(local_stores: Stores) -> None:
-    put(local_stores, KEY, upload_bytes(SESSIONS))
+    raw = upload_bytes(SESSIONS)
+    put(local_stores, KEY, raw)
     process.process_upload(local_stores, KEY, now=NOW)
-    data = local_stores.lake.read_bytes(layout.processed_upload_key("c0000042", "2026-11-01"))
+    data = local_stores.lake.read_bytes(processed_key(raw))
     metadata = pq.ParquetFile(io.BytesIO(data)).metadata
     assert metadata.num_row_groups == 1
     row_group = metadata.row_group(0)
@@ -208,8 +229,8 @@ def test_size_on_generated_uploads_is_far_below_the_raw_json(tmp_path: Path) -> 
             raw = generate.screen_time_upload(5, profile, day)
             if raw is not None:
                 raw_total += len(raw)
-                put(stores, f"raw/screen_time/{profile.customer_id}/{day}.json", raw)
-    summary = process.process_pending(stores)
+                deliver(stores, f"raw/screen_time/{profile.customer_id}/{day}.json", raw)
+    summary = process.drain(stores)
     assert summary.processed >= 6 and summary.quarantined == 0
     # Measured ~2.7 KB and ~17x on this data; guard against a regression to plain settings.
     assert summary.parquet_bytes / summary.processed < 4096
@@ -265,18 +286,50 @@ def test_processing_twice_is_a_duplicate_that_writes_nothing(local_stores: Store
 
 
 def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
-    put(local_stores, KEY, upload_bytes(SESSIONS))
+    first = upload_bytes(SESSIONS)
+    put(local_stores, KEY, first)
     process.process_upload(local_stores, KEY, now=NOW)
     corrected = upload_bytes(SESSIONS[:1])
     put(local_stores, KEY, corrected)
 
     outcome = process.process_upload(local_stores, KEY, now=NOW + 60)
     assert outcome.status == "replaced"
-    table = read(local_stores, layout.processed_upload_key("c0000042", "2026-11-01"))
-    assert table.column("app_id").to_pylist() == ["com.instagram.android"]
     record = local_stores.index.get("c0000042", "2026-11-01")
     assert record.content_hash == hashlib.sha256(corrected).hexdigest()
+    # A new object for the new content; the replaced one goes at the rollup's sweep (a fold
+    # running now may have read it as current), since no summary holds it.
+    assert record.object_key == processed_key(corrected) != processed_key(first)
+    assert local_stores.lake.exists(processed_key(first))
+    assert rollup.rollup_screen_time(local_stores).superseded_deleted == 1
+    assert [info.key for info in local_stores.lake.list("processed/")] == [record.object_key]
+    table = read(local_stores, record.object_key)
+    assert table.column("app_id").to_pylist() == ["com.instagram.android"]
     assert local_stores.state.get("version:customer:c0000042").startswith(f"{NOW + 60:.6f}-")
+
+
+def test_replaced_version_the_summaries_hold_stays_until_the_rollup_subtracts_it(
+    local_stores: Stores,
+) -> None:
+    first = upload_bytes(SESSIONS)
+    put(local_stores, KEY, first)
+    process.process_upload(local_stores, KEY, now=NOW)
+    assert rollup.fold_uploads(local_stores, [local_stores.index.get("c0000042", "2026-11-01")])
+    folded = layout.folded_version("c0000042", "2026-11-01")
+    assert local_stores.state.get(folded) == hashlib.sha256(first).hexdigest()
+
+    corrected = upload_bytes(SESSIONS[:1])
+    put(local_stores, KEY, corrected)
+    assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "replaced"
+    record = local_stores.index.get("c0000042", "2026-11-01")
+    assert record.object_key == processed_key(corrected)
+    # The summaries still count the first version: its object stays for the rollup to read.
+    assert sorted(info.key for info in local_stores.lake.list("processed/")) == sorted(
+        [processed_key(first), processed_key(corrected)]
+    )
+
+    rollup.fold_uploads(local_stores, [record])
+    assert local_stores.state.get(folded) == record.content_hash
+    assert [info.key for info in local_stores.lake.list("processed/")] == [record.object_key]
 
 
 def test_quarantine_writes_raw_copy_and_reason_once(local_stores: Stores) -> None:
@@ -297,12 +350,16 @@ def test_quarantine_writes_raw_copy_and_reason_once(local_stores: Stores) -> Non
     assert reason["problems"][0]["path"] == "sessions[0]"
     assert dt.datetime.fromisoformat(reason["quarantined_at"]).timestamp() == NOW
     assert local_stores.index.get("c0000042", "2026-11-01") is None
-    assert not local_stores.lake.exists(layout.processed_upload_key("c0000042", "2026-11-01"))
+    assert list(local_stores.lake.list("processed/")) == []
+    version = local_stores.state.get(layout.VERSION_QUARANTINE)
+    assert version == f"{NOW:.6f}-{content_hash[:12]}"
 
+    # The same bad bytes again: found quarantined already, nothing new written.
     before = listing(local_stores)
     again = process.process_upload(local_stores, KEY, now=NOW + 60)
-    assert again.status == "quarantined"
+    assert (again.status, again.reason) == ("duplicate", "end_before_start")
     assert listing(local_stores) == before
+    assert local_stores.state.get(layout.VERSION_QUARANTINE) == version
 
 
 @pytest.mark.parametrize(
@@ -396,7 +453,7 @@ def test_s3_event_with_url_encoded_keys(local_stores: Stores) -> None:
 
 
 class CountingLake:
-    """Counts raw reads, to show process_pending skips what it already handled."""
+    """Counts raw reads, to show the catch-up and the worker skip what was handled."""
 
     def __init__(self, lake: Any) -> None:
         self._lake = lake
@@ -416,7 +473,19 @@ def age(settings_: DataSettings, key: str, seconds: float) -> None:
     os.utime(path, (when, when))
 
 
-def test_process_pending_drains_then_skips_without_reading(
+def test_drain_processes_what_is_queued_and_lists_nothing(local_stores: Stores) -> None:
+    put(local_stores, KEY, upload_bytes(SESSIONS))  # its notification never arrives
+    assert process.drain(local_stores).handled == 0
+    assert local_stores.index.get("c0000042", "2026-11-01") is None
+
+    local_stores.queue.send([KEY])
+    summary = process.drain(local_stores)
+    assert (summary.processed, summary.handled, summary.failed) == (1, 1, 0)
+    assert local_stores.index.get("c0000042", "2026-11-01").raw_key == KEY
+    assert local_stores.queue.depth() == 0
+
+
+def test_requeue_missed_queues_lost_uploads_then_skips_without_reading(
     local_stores: Stores, local_settings: DataSettings
 ) -> None:
     keys = [
@@ -431,28 +500,52 @@ def test_process_pending_drains_then_skips_without_reading(
     bad = put(local_stores, "raw/screen_time/c9/2026-11-01.json", b"{nope")
     for key in [*keys, bad]:
         age(local_settings, key, 3600)
+    counting = CountingLake(local_stores.lake)
+    stores = dataclasses.replace(local_stores, lake=counting)
+
+    # Every notification was lost: the catch-up lists the raw zone (reading no object).
+    assert requeue_missed(stores) == 7
+    assert counting.reads == []
     seen: list[str] = []
-    summary = process.process_pending(local_stores, progress=lambda o: seen.append(o.raw_key))
+    summary = process.drain(local_stores, progress=lambda o: seen.append(o.raw_key))
     assert (summary.processed, summary.quarantined, summary.handled) == (6, 1, 7)
     assert summary.quarantined_by_reason == {"not_json": 1}
     assert sorted(seen) == sorted([*keys, bad])
 
-    counting = CountingLake(local_stores.lake)
-    stores = dataclasses.replace(local_stores, lake=counting)
-    again = process.process_pending(stores)
-    assert (again.unchanged, again.handled, counting.reads) == (7, 0, [])
+    # All handled with their current bytes: the next catch-up queues and reads nothing.
+    assert requeue_missed(stores) == 0
+    again = process.drain(stores)
+    assert (again.handled, again.vanished, again.failed, counting.reads) == (0, 0, 0, [])
 
-    # A corrected re-upload is newer than its record: read, hashed and replaced.
+    # A corrected re-upload whose notification was lost is newer than its record.
     put(local_stores, keys[0], upload_bytes(SESSIONS, "c0"))
-    third = process.process_pending(stores)
-    assert (third.replaced, third.unchanged, counting.reads) == (1, 6, [keys[0]])
+    assert requeue_missed(stores) == 1
+    third = process.drain(stores)
+    assert (third.replaced, third.handled, counting.reads) == (1, 1, [keys[0]])
+    record = local_stores.index.get("c0", "2026-11-01")
+    assert record.content_hash == hashlib.sha256(upload_bytes(SESSIONS, "c0")).hexdigest()
 
 
-def test_process_pending_rehashes_recent_objects_and_finds_duplicates(local_stores: Stores) -> None:
+def test_requeue_missed_queues_rewritten_bytes_and_processing_finds_duplicates(
+    local_stores: Stores,
+) -> None:
+    bad = "raw/screen_time/c9/2026-11-01.json"
+    deliver(local_stores, KEY, upload_bytes(SESSIONS))
+    deliver(local_stores, bad, b"{nope")
+    first = process.drain(local_stores)
+    assert (first.processed, first.quarantined) == (1, 1)
+    before = listing(local_stores, "processed/") + listing(local_stores, "quarantine/")
+    version = local_stores.state.get("version:customer:c0000042")
+
+    # The same bytes written again, their notifications lost: newer than when they were
+    # handled, so queued again; processing finds them duplicates and writes nothing.
     put(local_stores, KEY, upload_bytes(SESSIONS))
-    process.process_pending(local_stores)
-    again = process.process_pending(local_stores)  # modified within the slack of uploaded_at
-    assert (again.duplicate, again.processed, again.unchanged) == (1, 0, 0)
+    put(local_stores, bad, b"{nope")
+    assert requeue_missed(local_stores) == 2
+    again = process.drain(local_stores)
+    assert (again.duplicate, again.processed, again.quarantined, again.handled) == (2, 0, 0, 2)
+    assert listing(local_stores, "processed/") + listing(local_stores, "quarantine/") == before
+    assert local_stores.state.get("version:customer:c0000042") == version
 
 
 def test_process_upload_refuses_keys_outside_screen_time(local_stores: Stores) -> None:

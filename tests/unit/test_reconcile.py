@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import time
 
 import pyarrow as pa
 
 from data_access import layout
+from data_access.settings import DataSettings
 from data_access.stores import Stores
-from pipeline import events, process
-from pipeline.reconcile import reconcile
+from pipeline import events, process, rollup
+from pipeline.reconcile import reconcile, requeue_missed
 
 NOW = dt.datetime(2026, 11, 10, tzinfo=dt.UTC).timestamp()
 
@@ -54,17 +57,20 @@ def pageview(event_id: str, hour: int) -> bytes:
 
 def seed(stores: Stores) -> None:
     lake = stores.lake
-    for customer in ("c1", "c2"):
-        for date in ("2026-11-01", "2026-11-02"):
-            lake.write_bytes(
-                layout.raw_upload_key(customer, date),
-                upload(customer, date, [("08:00:00", "08:30:00"), ("23:00:00", "23:59:59")]),
-            )
-    lake.write_bytes(layout.raw_upload_key("c3", "2026-11-01"), b'{"schema_version": 1, "cu')
-    lake.write_bytes(
-        layout.raw_upload_key("c4", "2026-11-01"),
-        upload("c4", "2026-11-01", [("09:00:00", "08:00:00")]),
+    screen_time = {
+        layout.raw_upload_key(customer, date): upload(
+            customer, date, [("08:00:00", "08:30:00"), ("23:00:00", "23:59:59")]
+        )
+        for customer in ("c1", "c2")
+        for date in ("2026-11-01", "2026-11-02")
+    }
+    screen_time[layout.raw_upload_key("c3", "2026-11-01")] = b'{"schema_version": 1, "cu'
+    screen_time[layout.raw_upload_key("c4", "2026-11-01")] = upload(
+        "c4", "2026-11-01", [("09:00:00", "08:00:00")]
     )
+    for key, raw in screen_time.items():
+        lake.write_bytes(key, raw)
+    stores.queue.send(list(screen_time))  # as the uploads' notifications do
     lake.write_bytes(
         "raw/events/pageview/2026/11/01/08/a.jsonl",
         b"\n".join([pageview("e1", 8), pageview("e2", 8), pageview("e1", 8), b"oops"]),
@@ -72,8 +78,15 @@ def seed(stores: Stores) -> None:
     lake.write_bytes("raw/events/pageview/2026/11/01/09/a.jsonl", pageview("e3", 9))
 
 
+def age_raw_uploads(settings: DataSettings, seconds: float) -> None:
+    """Date the raw uploads back, as if the devices sent them that long ago."""
+    when = time.time() - seconds
+    for path in (settings.lake_root / layout.RAW_SCREEN_TIME).rglob("*.json"):
+        os.utime(path, (when, when))
+
+
 def run_pipeline(stores: Stores) -> None:
-    process.process_pending(stores)
+    process.drain(stores)
     events.compact_events(stores, now=NOW)
 
 
@@ -93,18 +106,22 @@ def test_clean_run_reconciles_with_counts(local_stores: Stores) -> None:
 def test_deleted_processed_file_is_reported_missing(local_stores: Stores) -> None:
     seed(local_stores)
     run_pipeline(local_stores)
-    gone = layout.processed_upload_key("c2", "2026-11-02")
+    gone = local_stores.index.get("c2", "2026-11-02").object_key
     local_stores.lake.delete(gone)
 
     report = reconcile(local_stores)
     assert not report.ok
     assert report.missing_objects == [gone]
-    assert report.processed == 3
+    # Its raw upload is accounted for by the record; the record's lost object is the problem.
+    assert (report.processed, report.unhandled) == (4, [])
     assert any(gone in line for line in report.problems())
 
 
-def test_unprocessed_upload_and_lost_quarantine_are_unhandled(local_stores: Stores) -> None:
+def test_unprocessed_upload_and_lost_quarantine_are_unhandled(
+    local_stores: Stores, local_settings: DataSettings
+) -> None:
     seed(local_stores)
+    age_raw_uploads(local_settings, 3600)
     run_pipeline(local_stores)
     late = layout.raw_upload_key("c5", "2026-11-01")
     local_stores.lake.write_bytes(late, upload("c5", "2026-11-01", []))
@@ -115,23 +132,49 @@ def test_unprocessed_upload_and_lost_quarantine_are_unhandled(local_stores: Stor
     assert len(report.unhandled) == 2 and late in report.unhandled
     assert report.quarantined == 1
 
+    # The catch-up for lost notifications queues exactly these two, and they are handled.
+    assert requeue_missed(local_stores) == 2
+    summary = process.drain(local_stores)
+    assert (summary.processed, summary.quarantined) == (1, 1)
+    report = reconcile(local_stores)
+    assert report.ok, report.problems()
+    assert (report.raw_uploads, report.processed, report.quarantined) == (7, 5, 2)
+
 
 def test_changed_raw_bytes_are_unhandled_until_processed_again(local_stores: Stores) -> None:
     seed(local_stores)
     run_pipeline(local_stores)
     key = layout.raw_upload_key("c1", "2026-11-01")
+    replaced = local_stores.index.get("c1", "2026-11-01").object_key
     local_stores.lake.write_bytes(key, upload("c1", "2026-11-01", [("10:00:00", "10:05:00")]))
     assert reconcile(local_stores).unhandled == [key]
-    process.process_upload(local_stores, key)
+    assert process.process_upload(local_stores, key).status == "replaced"
+    assert reconcile(local_stores).ok  # the replaced object awaits the sweep: not an orphan
+    rollup.rollup_screen_time(local_stores)
+    assert not local_stores.lake.exists(replaced)
     assert reconcile(local_stores).ok
 
 
 def test_orphaned_parquet_is_reported(local_stores: Stores) -> None:
     seed(local_stores)
     run_pipeline(local_stores)
-    orphan = layout.processed_upload_key("c9", "2026-11-01")
-    local_stores.lake.write_table(orphan, pa.table({"day": pa.array([], pa.date32())}))
-    assert reconcile(local_stores).orphaned_objects == [orphan]
+    empty = pa.table({"day": pa.array([], pa.date32())})
+    # A customer with no records at all, and a version of an indexed day the index no
+    # longer points at and the summaries do not hold.
+    orphans = [
+        layout.processed_upload_key("c9", "2026-11-01", "9" * 64),
+        layout.processed_upload_key("c1", "2026-11-01", "0" * 64),
+    ]
+    for orphan in orphans:
+        local_stores.lake.write_table(orphan, empty)
+    # The version the summaries still hold is kept for the rollup to subtract: no orphan.
+    held = layout.processed_upload_key("c2", "2026-11-01", "f" * 64)
+    local_stores.lake.write_table(held, empty)
+    local_stores.state.put(layout.folded_version("c2", "2026-11-01"), "f" * 64)
+
+    report = reconcile(local_stores)
+    assert sorted(report.orphaned_objects) == sorted(orphans)
+    assert held not in report.orphaned_objects
 
 
 def test_event_problems_are_reported(local_stores: Stores) -> None:

@@ -1,14 +1,22 @@
-"""Rollups: incremental, replace-not-add on re-upload, and equal to a recomputation."""
+"""Rollups: additive, a re-upload replaces its old contribution, and a re-run adds nothing."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from data_access import layout
-from data_access.queries import APP_DIMENSION, FleetAppsQuery, FleetDailyQuery, FleetHoursQuery
+from data_access.queries import (
+    APP_DIMENSION,
+    FleetAppsQuery,
+    FleetDailyQuery,
+    FleetHoursQuery,
+    summary_frame,
+)
 from data_access.stores import Stores, UploadRecord
 from pipeline.rollup import rollup_business, rollup_screen_time
 
@@ -32,7 +40,8 @@ def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploade
     for app in ("chat", "video"):
         category = "Social" if app == "chat" else "Video"
         stores.records.put_new(APP_DIMENSION, app, {"name": app.title(), "category": category})
-    key = layout.processed_upload_key(customer, date)
+    content_hash = hashlib.sha256(f"{customer}{date}{rows}".encode()).hexdigest()
+    key = layout.processed_upload_key(customer, date, content_hash)
     size = stores.lake.write_table(key, table)
     record = UploadRecord(
         customer,
@@ -43,14 +52,14 @@ def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploade
         size,
         len(rows),
         uploaded_at,
-        f"hash-{uploaded_at}",
+        content_hash,
     )
     stores.index.put(record)
+    return record
 
 
-def customers(stores: Stores, date: str) -> pd.DataFrame:
-    key = layout.screen_time_rollup_key(date, "customers")
-    return stores.lake.read_table([key]).to_pandas().set_index("customer_id")
+def daily(stores: Stores) -> pd.DataFrame:
+    return FleetDailyQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2)).load(stores)
 
 
 def test_rollup_totals_spill_and_empty_days(local_stores):
@@ -64,19 +73,20 @@ def test_rollup_totals_spill_and_empty_days(local_stores):
     put_day(local_stores, "c2", D1, [], 2.0)  # uploaded, no usage
     put_day(local_stores, "c2", D2, [(D2, 10, "chat", 60)], 3.0)
     summary = rollup_screen_time(local_stores)
-    assert sorted(summary.screen_time_dates) == [D1, D2]  # nothing spills into the 3rd
+    assert summary.screen_time_dates == [D1, D2]  # nothing spills into the 3rd
+    assert summary.uploads_read == 3
 
-    day1, day2 = customers(local_stores, D1), customers(local_stores, D2)
-    assert day1.loc["c1", "seconds"] == 900
-    assert day1.loc["c2", "seconds"] == 0  # present with zero usage, not missing
-    assert day2.loc["c1", "seconds"] == 120  # the part of a session after midnight
-    assert day2.loc["c2", "seconds"] == 60
-
-    fleet = FleetDailyQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2)).load(local_stores)
-    assert fleet["active_customers"].tolist() == [1, 2]
-    assert fleet["total_seconds"].tolist() == [900, 180]
+    fleet = daily(local_stores)
+    # Active customers count each date's uploads with usage; seconds follow the clock.
+    assert fleet["active_customers"].tolist() == [1, 1]
+    assert fleet["total_seconds"].tolist() == [900, 180]  # 120 s after c1's midnight
+    day1 = summary_frame(
+        local_stores.lake.read_table([layout.screen_time_summary_key(D1)])
+    ).set_index(["dim", "key"])
+    assert day1.loc[("day", ""), "uploads"] == 2  # the empty upload is present, not missing
     apps = FleetAppsQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2)).load(local_stores)
     assert dict(zip(apps["app_id"], apps["seconds"], strict=True)) == {"chat": 660, "video": 420}
+    assert dict(zip(apps["app_id"], apps["customer_days"], strict=True)) == {"chat": 2, "video": 1}
     assert dict(zip(apps["app_id"], apps["category"], strict=True)) == {
         "chat": "Social",
         "video": "Video",
@@ -86,17 +96,48 @@ def test_rollup_totals_spill_and_empty_days(local_stores):
 
 
 def test_reupload_replaces_and_rerun_changes_nothing(local_stores):
-    put_day(local_stores, "c1", D1, [(D1, 9, "chat", 600)], 1.0)
+    first = put_day(local_stores, "c1", D1, [(D1, 9, "chat", 600)], 1.0)
+    put_day(local_stores, "c2", D2, [(D2, 9, "chat", 50)], 2.0)
     rollup_screen_time(local_stores)
-    version = local_stores.state.get(layout.VERSION_SCREEN_TIME_ROLLUP)
+    d1, d2 = (layout.screen_time_date_version(d) for d in (D1, D2))
+    versions = local_stores.state.get_many([d1, d2])
 
     assert rollup_screen_time(local_stores).screen_time_dates == []
-    assert local_stores.state.get(layout.VERSION_SCREEN_TIME_ROLLUP) == version
+    assert local_stores.state.get_many([d1, d2]) == versions
 
     put_day(local_stores, "c1", D1, [(D1, 10, "chat", 100)], 5.0)  # corrected re-upload
+    assert rollup_screen_time(local_stores).screen_time_dates == [D1]
+    assert daily(local_stores)["total_seconds"].tolist() == [100, 50]
+    # Only the changed date's version moved: cached answers for D2 alone survive.
+    after = local_stores.state.get_many([d1, d2])
+    assert after[d1] != versions[d1] and after[d2] == versions[d2]
+    # The replaced version left the totals, so its object is no longer needed.
+    assert not local_stores.lake.exists(first.object_key)
+
+
+def test_a_fold_that_dies_half_way_counts_nothing_twice(local_stores, monkeypatch):
+    put_day(local_stores, "c1", D1, [(D1, 9, "chat", 600), (D2, 1, "chat", 60)], 1.0)
     rollup_screen_time(local_stores)
-    assert customers(local_stores, D1).loc["c1", "seconds"] == 100
-    assert local_stores.state.get(layout.VERSION_SCREEN_TIME_ROLLUP) != version
+    put_day(local_stores, "c1", D1, [(D1, 9, "chat", 300), (D2, 1, "chat", 30)], 2.0)
+    put_day(local_stores, "c3", D1, [(D1, 8, "video", 40)], 3.0)
+
+    real_put = local_stores.state.put
+
+    def dies_before_recording_the_fold(name: str, value: str) -> None:
+        if name.startswith("folded:"):
+            raise RuntimeError("killed")
+        real_put(name, value)
+
+    monkeypatch.setattr(local_stores.state, "put", dies_before_recording_the_fold)
+    with pytest.raises(RuntimeError):
+        rollup_screen_time(local_stores)
+    monkeypatch.setattr(local_stores.state, "put", real_put)
+    # The summaries were written, the folded versions and the watermark were not.
+    rollup_screen_time(local_stores)
+    assert daily(local_stores)["total_seconds"].tolist() == [340]
+    assert daily(local_stores)["active_customers"].tolist() == [2]
+    spill = summary_frame(local_stores.lake.read_table([layout.screen_time_summary_key(D2)]))
+    assert spill.set_index(["dim", "key"]).loc[("day", ""), "seconds"] == 30
 
 
 def test_business_rollup_from_events(local_stores):
