@@ -19,7 +19,6 @@ import os
 import re
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +30,7 @@ import pyarrow as pa
 from data_access import layout
 from data_access.queries import APP_DIMENSION
 from data_access.settings import DataSettings
-from data_access.stores import ObjectMissing, Stores, UploadRecord
+from data_access.stores import ObjectMissing, Stores, UploadRecord, parse_upload_notification
 from pipeline import schema
 from pipeline.schema import Problem, Upload
 
@@ -413,13 +412,10 @@ def process_keys(
 
 
 def handle_s3_event(event: dict, stores: Stores) -> list[ProcessOutcome]:
-    """S3 ``ObjectCreated`` notification records (keys arrive URL-encoded) -> outcomes."""
-    keys = [
-        urllib.parse.unquote_plus(record["s3"]["object"]["key"])
-        for record in event.get("Records", [])
-        if record.get("eventName", "ObjectCreated:Put").startswith("ObjectCreated")
-        and "s3" in record
-    ]
+    """Process the uploads an S3 notification names, as a queue message body carries it."""
+    keys, problem = parse_upload_notification(json.dumps(event))
+    if problem is not None:
+        raise ValueError(problem)
     return process_keys(stores, keys)
 
 

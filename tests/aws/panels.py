@@ -113,7 +113,8 @@ class PanelReply:
 
 
 def write_uploads(stores: Stores, *, customers: int, days: int, end: dt.date, seed: int) -> int:
-    """Device uploads for ``customers`` x ``days`` into the raw zone; returns how many."""
+    """Device uploads for ``customers`` x ``days`` into the raw zone, queued as S3 would
+    notify them; returns how many."""
     written = 0
     for number in range(customers):
         profile = customer_profile(seed, number, end)
@@ -121,6 +122,8 @@ def write_uploads(stores: Stores, *, customers: int, days: int, end: dt.date, se
             day = end - dt.timedelta(days=offset)
             body = screen_time_upload(seed, profile, day)
             if body is not None:
-                stores.lake.write_bytes(screen_time_key(customer_id(number), day), body)
+                key = screen_time_key(customer_id(number), day)
+                stores.lake.write_bytes(key, body)
+                stores.queue.send([key])
                 written += 1
     return written

@@ -194,7 +194,9 @@ def test_s3_down_panel_keeps_last_good_data_with_stale_badge_then_recovers(stack
         assert other.content == first.content
 
         # A rollup elsewhere publishes new data the app cannot read while S3 is down.
-        stack.stores.state.put(layout.VERSION_SCREEN_TIME_ROLLUP, "published-during-outage")
+        stack.stores.state.put(
+            layout.screen_time_date_version(TODAY.isoformat()), "published-during-outage"
+        )
         stale = _reply(_poll(client, FLEET_ACTIVITY, first.version, "tab-a"), FLEET_ACTIVITY)
         assert stale.content == first.content  # the last good answer, not an empty chart
         assert stale.badge_label == "stale"

@@ -100,7 +100,7 @@ def test_presigned_put_then_s3_event_processes_into_s3_and_dynamodb(
     assert [(o.status, o.customer_id, o.date) for o in outcomes] == [("processed", customer, date)]
 
     # Processed Parquet in S3, the same table the embedded backend makes from the same bytes.
-    processed_key = layout.processed_upload_key(customer, date)
+    processed_key = layout.processed_upload_key(customer, date, hashlib.sha256(body).hexdigest())
     in_s3 = pq.read_table(pa.BufferReader(aws_stores.lake.read_bytes(processed_key)))
     local_stores.lake.write_bytes(raw_key, body)
     assert process_upload(local_stores, raw_key).status == "processed"

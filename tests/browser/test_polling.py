@@ -77,6 +77,7 @@ def _write_new_customer_upload(lake: SampleLake) -> str:
         if data is None or stores.lake.exists(key) or not json.loads(data)["sessions"]:
             continue
         stores.lake.write_bytes(key, data)
+        stores.queue.send([key])
         return profile.customer_id
     raise AssertionError("no new customer with sessions on the end date")
 

@@ -132,6 +132,7 @@ class Writer:
             if data is None or not json.loads(data)["sessions"] or self.stores.lake.exists(key):
                 continue
             self.stores.lake.write_bytes(key, data)
+            self.stores.queue.send([key])
             self.written.append(key)
             break
         drain(self.stores)
