@@ -30,8 +30,11 @@ from joserfc.jws import JWSRegistry
 ALB_DATA_HEADER = "x-amzn-oidc-data"
 ALB_SESSION_COOKIE_PREFIX = "AWSELBAuthSessionCookie"
 # AWS key ids are UUIDs; anything else is refused before it can reach the key URL.
-KID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+KID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 MAX_CACHED_KEYS = 32
+# A kid the key endpoint does not know is remembered as a miss this long, so a stream of
+# forged tokens costs one outbound request per kid per minute, not one per request.
+UNKNOWN_KID_SECONDS = 60.0
 
 
 class AlbTokenRejected(Exception):
@@ -84,6 +87,7 @@ class AlbVerifier:
         self.timeout_seconds = timeout_seconds
         self.clock = clock
         self._keys: OrderedDict[str, ECKey] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when to ask again
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> dict:
@@ -97,7 +101,7 @@ class AlbVerifier:
         if header.get("signer") != self.expected_signer:
             raise AlbTokenRejected(f"signer {header.get('signer')!r} is not the expected one")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not KID_PATTERN.match(kid):
+        if not isinstance(kid, str) or not KID_PATTERN.fullmatch(kid):
             raise AlbTokenRejected("kid is missing or malformed")
         key = self.public_key(kid)
         try:
@@ -133,12 +137,19 @@ class AlbVerifier:
             if key is not None:
                 self._keys.move_to_end(kid)
                 return key
+            if self._unknown.get(kid, 0.0) > self.clock():
+                raise AlbTokenRejected(f"no public key for kid {kid} (remembered)")
         url = self.key_url_template.replace("{kid}", kid)
         try:
             response = requests.get(url, timeout=self.timeout_seconds)
         except requests.RequestException as exc:
             raise AlbKeyUnavailable(f"key endpoint unreachable: {type(exc).__name__}") from None
         if response.status_code in (403, 404):
+            with self._lock:
+                self._unknown[kid] = self.clock() + UNKNOWN_KID_SECONDS
+                self._unknown.move_to_end(kid)
+                while len(self._unknown) > MAX_CACHED_KEYS * 32:
+                    self._unknown.popitem(last=False)
             raise AlbTokenRejected(f"no public key for kid {kid}")
         if response.status_code != 200:
             raise AlbKeyUnavailable(f"key endpoint answered {response.status_code}")

@@ -48,7 +48,7 @@ from auth.context import (
 from auth.oidc import OidcSignIn
 from auth.pages import error_page, refusal_page
 from auth.roles import ROLES, User, claim_at_path, rank, resolve_role
-from auth.session import configure_cookie, session_user
+from auth.session import configure_cookie, requested_path, safe_next, session_user
 from auth.settings import AuthSettings
 from auth.views import register_views
 
@@ -221,19 +221,21 @@ def _identify_from_alb(state: AuthState) -> Response | None:
     token = request.headers.get(ALB_DATA_HEADER)
     if not token:
         return unauthenticated_response()
+    # The path goes back into a link: the same check as any ``next`` (no off-site target).
+    retry_url = safe_next(requested_path())
     try:
         claims = state.alb.verify(token)
     except AlbKeyUnavailable as exc:
         log.error("ALB public key unavailable: %s", exc)
         message = "Sign-in cannot be checked right now. Please try again in a moment."
         if is_navigation():
-            return error_page("Sign-in unavailable", message, status=503, retry_url=request.path)
+            return error_page("Sign-in unavailable", message, status=503, retry_url=retry_url)
         return json_error(503, message)
     except AlbTokenRejected as exc:
         log.warning("ALB identity header rejected from %s: %s", request.remote_addr, exc)
         message = "The identity forwarded by the load balancer is not valid."
         if is_navigation():
-            return error_page("Not signed in", message, status=401, retry_url=request.path)
+            return error_page("Not signed in", message, status=401, retry_url=retry_url)
         return json_error(401, message)
     settings = state.settings
     role = resolve_role(claims, settings.oidc_roles_claim, settings.role_map)
@@ -256,7 +258,7 @@ def _identify_from_alb(state: AuthState) -> Response | None:
                 claim_path=settings.oidc_roles_claim,
                 claim_value=claim_value,
                 claims=claims,
-                retry_url=request.path,
+                retry_url=retry_url,
             )
         return json_error(403, "Your account has no Mission Control role.")
     g.user = person

@@ -13,7 +13,7 @@ from auth.context import audit_as, auth_state, current_user, login_url, require_
 from auth.oidc import SignInFailed
 from auth.pages import audit_table, claims_table, error_page, html_page, refusal_page
 from auth.roles import User, claim_at_path, resolve_role
-from auth.session import NEXT_KEY, end_session, safe_next, start_session
+from auth.session import NEXT_KEY, end_session, requested_path, safe_next, start_session
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def audit_log() -> Response:
             "Audit log unavailable",
             "The audit store cannot be read right now.",
             status=503,
-            retry_url=request.full_path,
+            retry_url=safe_next(requested_path()),
         )
     if event:
         entries = [(key, entry) for key, entry in entries if entry.get("event") == event][:limit]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -226,7 +227,7 @@ def test_wrong_signer_never_reaches_the_key_endpoint(alb_app, signing_key, key_s
     assert key_server.requests == []
 
 
-@pytest.mark.parametrize("kid", ["../../etc/passwd", "a/b", "x?y=1", ""])
+@pytest.mark.parametrize("kid", ["../../etc/passwd", "a/b", "x?y=1", "", "abc\n"])
 def test_kid_that_would_change_the_key_url_is_refused_before_fetching(
     alb_app, signing_key, key_server, kid
 ):
@@ -237,6 +238,37 @@ def test_kid_that_would_change_the_key_url_is_refused_before_fetching(
 
     assert response.status_code == 401
     assert key_server.requests == []
+
+
+def test_an_unknown_kid_is_fetched_once_a_minute_not_on_every_request(
+    key_server, signing_key, records
+):
+    _, key = signing_key
+    now = [1_000.0]
+    verifier = AlbVerifier(
+        key_url_template=key_server.url_template, expected_signer=SIGNER, clock=lambda: now[0]
+    )
+    unknown = "0b1c2d3e-0000-4000-8000-000000000000"
+    token = alb_token(key, unknown, claims_for("admin"))
+    for _ in range(5):
+        with pytest.raises(AlbTokenRejected):
+            verifier.verify(token)
+    assert key_server.requests == [unknown]
+    now[0] += 61
+    with pytest.raises(AlbTokenRejected):
+        verifier.verify(token)
+    assert key_server.requests == [unknown, unknown]
+
+
+@pytest.mark.parametrize("path", ["/%5Cevil.example", "//evil.example/x", "/%09/evil.example"])
+def test_error_page_links_stay_on_this_site(alb_app, path):
+    response = alb_app.test_client().get(path, headers={**HTML, ALB_DATA_HEADER: "not.a.jwt"})
+
+    assert response.status_code == 401
+    links = re.findall(r"href=['\"]([^'\"]*)['\"]", response.text)
+    assert links, response.text
+    assert all(link.startswith("/") and not link.startswith("//") for link in links), links
+    assert not any("\\" in link or "evil" in link for link in links), links
 
 
 def test_key_endpoint_down_is_a_503(signing_key, records):
