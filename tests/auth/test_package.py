@@ -24,13 +24,16 @@ def test_auth_imports_neither_dash_nor_data_access():
     assert result.stdout.strip() == "[]"
 
 
-def id_token(header: dict, **claims: object) -> IdTokenClaims:
+def id_token(header: dict, trusted: tuple[str, ...] = (), **claims: object) -> IdTokenClaims:
     now = 1_700_000_000
     base = {"iss": "https://idp", "sub": "s", "aud": "client", "exp": now + 60, "iat": now}
     return IdTokenClaims(
         {**base, **claims},
         header,
-        {"iss": {"essential": True, "value": "https://idp"}, "aud": {"value": "client"}},
+        {
+            "iss": {"essential": True, "value": "https://idp"},
+            "aud": {"value": "client", "trusted": trusted},
+        },
         {"client_id": "client", "nonce": None},
     )
 
@@ -45,7 +48,15 @@ def test_symmetric_and_missing_algorithms_are_refused(alg):
 def test_several_audiences_need_azp():
     with pytest.raises(InvalidClaimError, match="azp"):
         id_token({"alg": "RS256"}, aud=["client", "other"]).validate(now=1_700_000_000)
-    id_token({"alg": "RS256"}, aud=["client", "other"], azp="client").validate(now=1_700_000_000)
+    token = id_token({"alg": "RS256"}, ("other",), aud=["client", "other"], azp="client")
+    token.validate(now=1_700_000_000)
+
+
+def test_an_audience_the_client_does_not_trust_is_refused():
+    with pytest.raises(InvalidClaimError, match="aud"):
+        id_token({"alg": "RS256"}, aud=["other", "client"], azp="client").validate(
+            now=1_700_000_000
+        )
 
 
 @pytest.mark.parametrize(
