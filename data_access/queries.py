@@ -119,14 +119,22 @@ def summary_frame(table: pa.Table | None) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _summaries(stores: Stores, days: list[str], dim: str) -> pd.DataFrame:
-    """The ``dim`` rows of each day's summary, with a ``day`` column."""
+def _summaries(stores: Stores, days: list[str], dims: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of each day's summary whose dim is in ``dims``, with a ``day`` column.
+
+    Concatenated and filtered in Arrow, converted to pandas once: the fixed cost per date
+    is what a 30-day view pays 30 times.
+    """
     tables = stores.lake.read_tables([layout.screen_time_summary_key(d) for d in days])
-    frames = []
-    for day, table in zip(days, tables, strict=True):
-        frame = summary_frame(table)
-        frames.append(frame[frame["dim"] == dim].assign(day=day))
-    return pd.concat(frames, ignore_index=True) if frames else summary_frame(None).assign(day="")
+    found = [
+        table.append_column("day", pa.array([day] * table.num_rows, pa.string()))
+        for day, table in zip(days, tables, strict=True)
+        if table is not None and table.num_rows
+    ]
+    if not found:
+        return summary_frame(None).assign(day=pd.Series(dtype="object"))
+    table = pa.concat_tables(found, promote_options="permissive")
+    return table.filter(pc.is_in(table["dim"], pa.array(dims))).to_pandas()
 
 
 class FleetQuery(DateRange):
@@ -143,7 +151,7 @@ class FleetDailyQuery(FleetQuery):
     kind: ClassVar[str] = "fleet_daily"
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        days = _summaries(stores, self.days, "day")
+        days = _summaries(stores, self.days, ("day",))
         days = days[days["customers"] > 0]
         active = days["customers"]
         return pd.DataFrame(
@@ -164,7 +172,7 @@ class FleetAppsQuery(FleetQuery):
     kind: ClassVar[str] = "fleet_apps"
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        apps = _summaries(stores, self.days, "app")
+        apps = _summaries(stores, self.days, ("app",))
         out = apps.groupby("key", as_index=False).agg(
             seconds=("seconds", "sum"),
             customer_days=("customers", "sum"),
@@ -186,8 +194,9 @@ class FleetHoursQuery(FleetQuery):
     kind: ClassVar[str] = "fleet_hours"
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        hours = _summaries(stores, self.days, "hour")
-        active_days = max(1, int(_summaries(stores, self.days, "day")["customers"].sum()))
+        rows = _summaries(stores, self.days, ("hour", "day"))
+        hours = rows[rows["dim"] == "hour"]
+        active_days = max(1, int(rows.loc[rows["dim"] == "day", "customers"].sum()))
         per_hour = hours.groupby(hours["key"].astype("int64"))["seconds"].sum() / active_days
         frame = pd.DataFrame({"hour": range(24)})
         frame["avg_seconds"] = frame["hour"].map(per_hour).fillna(0.0).astype("float64")
