@@ -238,7 +238,8 @@ class CustomerTrendQuery(DateRange):
         records = stores.index.customer_days(self.customer_id, first, self.end.isoformat())
         rows = customer_day_rows(stores, records)
         in_range = {r.date for r in records if r.date >= self.start.isoformat()}
-        frame = pd.DataFrame({"day": sorted(in_range)})
+        # A customer with no upload in the range is a normal state: an empty, typed frame.
+        frame = pd.DataFrame({"day": pd.Series(sorted(in_range), dtype="object")})
         totals = ["seconds", "sessions", "pickups", "notifications"]
         sums = rows.groupby("day")[totals].sum()
         frame = frame.merge(sums, left_on="day", right_index=True, how="left")

@@ -12,6 +12,7 @@ import pytest
 from data_access import layout
 from data_access.queries import (
     APP_DIMENSION,
+    CustomerTrendQuery,
     FleetAppsQuery,
     FleetDailyQuery,
     FleetHoursQuery,
@@ -165,3 +166,15 @@ def test_business_rollup_from_events(local_stores):
     assert by_id["p1"]["revenue"] == 20.0 and by_id["p1"]["orders"] == 2
     # Nothing changed since: the next run has nothing to do.
     assert rollup_business(local_stores).business_dates == []
+
+
+def test_a_customer_without_uploads_in_the_range_is_an_empty_trend(local_stores):
+    put_day(local_stores, "c1", D1, [(D1, 9, "chat", 600)], 1.0)
+    october = CustomerTrendQuery(dt.date(2026, 10, 1), dt.date(2026, 10, 30), customer_id="c1")
+    unknown = CustomerTrendQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2), customer_id="c999")
+    for query in (october, unknown):
+        trend = query.load(local_stores)
+        assert trend.empty
+        assert list(trend.columns) == ["day", "seconds", "sessions", "pickups", "notifications"]
+    november = CustomerTrendQuery(dt.date(2026, 11, 1), dt.date(2026, 11, 2), customer_id="c1")
+    assert november.load(local_stores)["seconds"].tolist() == [600]
