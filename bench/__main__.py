@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _remove_later(folder: str) -> None:
-    """Delete the scratch folder without waiting: the growth section leaves hundreds of
-    thousands of small files, and removing them must not hold back the table. ``rm`` runs
-    detached at the lowest priority and stops when it is done."""
+    """Delete the scratch folder without waiting: a section may leave many files or large
+    ones behind, and removing them must not hold back the table. ``rm`` runs detached at the
+    lowest priority and stops when it is done."""
     subprocess.Popen(
         ["nice", "-n", "19", "rm", "-rf", "--one-file-system", folder],
         stdin=subprocess.DEVNULL,

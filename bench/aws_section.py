@@ -152,7 +152,7 @@ def local_backend(customers: int) -> Iterator[Backend]:
 def load_sample(stores: Stores, customers: int) -> None:
     """Device uploads for customers x DAYS, processed and rolled up (screen time only)."""
     from pipeline.generate import customer_profile, screen_time_key, screen_time_upload
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_screen_time
 
     for number in range(customers):
@@ -162,7 +162,7 @@ def load_sample(stores: Stores, customers: int) -> None:
             body = screen_time_upload(SEED, profile, day)
             if body is not None:
                 stores.lake.write_bytes(screen_time_key(profile.customer_id, day), body)
-    process_pending(stores)
+    drain(stores)
     rollup_screen_time(stores)
 
 

@@ -915,7 +915,7 @@ def serving_lake(scratch: Path, *, full: bool) -> ServingLake:
     from data_access.settings import DataSettings
     from pipeline.events import compact_events, compact_metrics
     from pipeline.generate import customer_id, generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     folder = scratch / "serving-lake"
@@ -925,8 +925,16 @@ def serving_lake(scratch: Path, *, full: bool) -> ServingLake:
     if not done.exists():
         stores = build_stores(settings)
         customers, days = (200, 30) if full else (40, 30)
-        generate(stores.lake, customers=customers, days=days, seed=17, end_date=end, hosts=1)
-        process_pending(stores)
+        generate(
+            stores.lake,
+            queue=stores.queue,
+            customers=customers,
+            days=days,
+            seed=17,
+            end_date=end,
+            hosts=1,
+        )
+        drain(stores)
         compact_events(stores)
         compact_metrics(stores)
         rollup_all(stores)

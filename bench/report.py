@@ -25,6 +25,10 @@ class Report:
     # Wall-clock seconds per section, and how the run was made (command, CPUs, machine load).
     seconds: dict[str, float] = field(default_factory=dict)
     context: dict[str, object] = field(default_factory=dict)
+    # Per section: text printed after the figures (e.g. a growth table), and structured
+    # results recorded in the JSON only.
+    tables: dict[str, str] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
 
     def add(self, section: str, name: str, value: float | None, **extra: object) -> None:
         self.figures.append(Figure(section, name, value, **extra))  # type: ignore[arg-type]
@@ -40,6 +44,8 @@ class Report:
             **self.context,
             "section_seconds": self.seconds,
             "figures": [asdict(f) for f in self.figures],
+            "tables": self.tables,
+            "details": self.details,
         }
 
     def table(self) -> str:
@@ -53,6 +59,8 @@ class Report:
             "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for text in self.tables.values():
+            lines.append(f"\n{text}")
         if self.seconds:
             spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.seconds.items())
             lines.append(f"\n{self.mode} run: {spent}")

@@ -30,12 +30,20 @@ def _stores(folder: Path) -> tuple[Stores, DataSettings]:
 def _sample(folder: Path, customers: int, days: int) -> tuple[Stores, DataSettings]:
     """Generate, process and roll up a sample lake (screen time only unless events are needed)."""
     from pipeline.generate import generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_all
 
     stores, settings = _stores(folder)
-    generate(stores.lake, customers=customers, days=days, seed=11, end_date=END, hosts=0)
-    process_pending(stores)
+    generate(
+        stores.lake,
+        queue=stores.queue,
+        customers=customers,
+        days=days,
+        seed=11,
+        end_date=END,
+        hosts=0,
+    )
+    drain(stores)
     rollup_all(stores)
     return stores, settings
 
@@ -51,11 +59,19 @@ def _median_seconds(action: Callable[[], object], repeat: int) -> float:
 
 def storage_and_processing(report: Report, folder: Path, *, full: bool) -> None:
     from pipeline.generate import generate
-    from pipeline.process import process_pending
+    from pipeline.process import drain
 
     customers, days = (200, 30) if full else (40, 15)
     stores, _ = _stores(folder)
-    generate(stores.lake, customers=customers, days=days, seed=5, end_date=END, hosts=0)
+    generate(
+        stores.lake,
+        queue=stores.queue,
+        customers=customers,
+        days=days,
+        seed=5,
+        end_date=END,
+        hosts=0,
+    )
     raw = list(stores.lake.list(layout.RAW_SCREEN_TIME))
 
     # Baseline: only read and parse each upload, the least any processor must do.
@@ -64,7 +80,7 @@ def storage_and_processing(report: Report, folder: Path, *, full: bool) -> None:
         json.loads(stores.lake.read_bytes(info.key))
     parse_rate = len(raw) / (time.perf_counter() - started)
 
-    summary = process_pending(stores)
+    summary = drain(stores)
     rate = summary.uploads_per_second
     report.add(
         "processing",
@@ -154,10 +170,10 @@ def operators(report: Report, folder: Path, *, full: bool) -> None:
     run_operators(report, folder, full=full)
 
 
-def growth(report: Report, folder: Path, *, full: bool) -> None:
-    from bench.growth import growth as measure_growth
+def scale(report: Report, folder: Path, *, full: bool) -> None:
+    from bench.scale import scale as measure_scale
 
-    measure_growth(report, folder, full=full)
+    measure_scale(report, folder, full=full)
 
 
 def memory(report: Report, folder: Path, *, full: bool) -> None:
@@ -461,7 +477,7 @@ def pipeline(report: Report, folder: Path, *, full: bool) -> None:
     """Events accepted per second (the live-data bench) and rollup time for a day of data."""
     from pipeline.generate import generate
     from pipeline.ingest_bench import bench_ingest
-    from pipeline.process import process_pending
+    from pipeline.process import drain
     from pipeline.rollup import rollup_screen_time
 
     figures = bench_ingest(folder / "ingest", full=full)
@@ -489,8 +505,10 @@ def pipeline(report: Report, folder: Path, *, full: bool) -> None:
 
     customers = 2000 if full else 300
     stores, _ = _stores(folder / "screen-day")
-    generate(stores.lake, customers=customers, days=1, seed=9, end_date=END, hosts=0)
-    process_pending(stores)
+    generate(
+        stores.lake, queue=stores.queue, customers=customers, days=1, seed=9, end_date=END, hosts=0
+    )
+    drain(stores)
     started = time.perf_counter()
     summary = rollup_screen_time(stores)
     seconds = time.perf_counter() - started
@@ -520,7 +538,7 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "storage": storage_and_processing,
     "reads": reads,
     "pipeline": pipeline,
-    "growth": growth,
+    "scale": scale,
     "operators": operators,
     "memory": memory,
     "cache": cache,

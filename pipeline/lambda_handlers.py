@@ -25,7 +25,6 @@ from urllib.parse import unquote_plus
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import (
-    ObjectMissing,
     QueueMessage,
     Stores,
     parse_upload_notification,
@@ -99,11 +98,10 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
     the queue's maxReceiveCount it moves to the dead-letter queue. Test events and messages
     whose uploads are processed (or quarantined) succeed.
     """
-    from pipeline.process import count_outcomes, process_upload
+    from pipeline.process import process_keys
 
     stores = _stores()
     failures = []
-    outcomes = []
     known_apps: set[str] = set()
     for record in event.get("Records", []):
         message_id = record.get("messageId", "")
@@ -111,11 +109,7 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
         try:
             if problem is not None:
                 raise ValueError(problem)
-            for key in keys:
-                try:
-                    outcomes.append(process_upload(stores, key, known_apps=known_apps))
-                except ObjectMissing:
-                    log.warning("queued upload %r is gone", key)
+            process_keys(stores, keys, known_apps=known_apps)
         except Exception as exc:  # reported per message: the rest of the batch still counts
             log.exception("message %s failed", message_id)
             failures.append({"itemIdentifier": message_id})
@@ -126,7 +120,6 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
                 QueueMessage(message_id, record.get("receiptHandle", ""), keys, attempts),
                 f"{type(exc).__name__}: {exc}"[:500],
             )
-    count_outcomes(stores, outcomes, time.time())
     return {"batchItemFailures": failures}
 
 

@@ -1,8 +1,9 @@
 """Screen-time uploads: raw JSON -> validated -> hourly Parquet per customer-day, or quarantine.
 
 The queue says what is new: :func:`drain` (the local worker, ``process --workers N``) and
-``lambda_handlers.sqs_handler`` (SQS on AWS) both hand keys to :func:`process_keys`. Nothing
-here lists the raw zone or reads a customer's history. Delivery is at least once and workers
+``lambda_handlers.sqs_handler`` (SQS on AWS) process the keys its messages name, then
+:func:`publish` the batch's data versions and counters once. Nothing here lists the raw
+zone or reads a customer's history. Delivery is at least once and workers
 race, so every write is keyed by content: the Parquet object is named by the upload's hash
 and the index record is written conditionally on the hash it replaces. A duplicate or a
 racing delivery of the same bytes changes nothing.
@@ -86,6 +87,7 @@ class ProcessOutcome:
     bytes: int  # size of the raw upload
     parquet_bytes: int = 0
     content_hash: str = ""
+    new_customer: bool = False  # the customer's first upload: the directory gained them
 
 
 @dataclass
@@ -236,7 +238,6 @@ def _quarantine(
         stores.lake.write_bytes(data_key, raw)
     # The reason document last: its presence means the quarantine is complete.
     stores.lake.write_bytes(reason_key, json.dumps(document, indent=1).encode())
-    stores.state.put(layout.VERSION_QUARANTINE, _version_value(now, content_hash))
     return True
 
 
@@ -244,6 +245,14 @@ def process_upload(
     stores: Stores, raw_key: str, *, now: float | None = None, known_apps: set[str] | None = None
 ) -> ProcessOutcome:
     """Process the upload stored under ``raw_key`` (a key under ``raw/screen_time/``)."""
+    outcome = _process_one(stores, raw_key, now, known_apps)
+    publish(stores, [outcome], now)
+    return outcome
+
+
+def _process_one(
+    stores: Stores, raw_key: str, now: float | None, known_apps: set[str] | None
+) -> ProcessOutcome:
     if not raw_key.startswith(layout.RAW_SCREEN_TIME):
         raise ValueError(f"not a screen-time upload key: {raw_key!r}")
     parsed = parse_raw_key(raw_key)
@@ -351,16 +360,24 @@ def _process_bytes(
         return None
     if record is not None:
         _mark_superseded(stores, customer_id, date, record.content_hash)
-    if record is None and stores.records.put_new(
-        layout.CUSTOMER_DIRECTORY, customer_id, {"first_date": date}
-    ):
-        stores.state.put(layout.VERSION_CUSTOMER_DIRECTORY, _version_value(stamp, content_hash))
-    version = _version_value(stamp, content_hash)
-    stores.state.put(layout.customer_version(customer_id), version)
-    stores.state.put(layout.VERSION_LATEST_UPLOAD, version)
+    # A read before the conditional write: most customers are in the directory already,
+    # and a read is cheaper than a refused write (and takes no write lock locally).
+    new_customer = (
+        record is None
+        and stores.records.get(layout.CUSTOMER_DIRECTORY, customer_id) is None
+        and stores.records.put_new(layout.CUSTOMER_DIRECTORY, customer_id, {"first_date": date})
+    )
     status: Status = "processed" if record is None else "replaced"
     return ProcessOutcome(
-        status, raw_key, customer_id, date, None, len(raw), parquet_bytes, content_hash
+        status,
+        raw_key,
+        customer_id,
+        date,
+        None,
+        len(raw),
+        parquet_bytes,
+        content_hash,
+        new_customer,
     )
 
 
@@ -375,39 +392,64 @@ def _mark_superseded(stores: Stores, customer_id: str, date: str, content_hash: 
     )
 
 
-def count_outcomes(stores: Stores, outcomes: list[ProcessOutcome], now: float) -> None:
-    """Add the outcomes to this hour's counters: the Health page reads these, not the index.
+def publish(stores: Stores, outcomes: list[ProcessOutcome], now: float | None = None) -> None:
+    """After a batch: bump the data versions it changed and add it to this hour's counters.
 
-    Only what changed counts (a duplicate adds nothing), so redelivery never counts twice.
+    Once per batch, not per upload, so parallel workers contend for few writes. Only what
+    changed counts (a duplicate adds nothing), so redelivery never counts twice; the
+    Health page reads these counters, not the index.
     """
+    stamp = time.time() if now is None else now
+    changed = [o for o in outcomes if o.status in ("processed", "replaced")]
+    quarantined = [o for o in outcomes if o.status == "quarantined"]
+    latest = {o.customer_id: o for o in changed}
+    for customer_id, outcome in latest.items():
+        version = _version_value(stamp, outcome.content_hash)
+        stores.state.put(layout.customer_version(str(customer_id)), version)
+    if changed:
+        stores.state.put(
+            layout.VERSION_LATEST_UPLOAD, _version_value(stamp, changed[-1].content_hash)
+        )
+    if any(o.new_customer for o in changed):
+        stores.state.put(
+            layout.VERSION_CUSTOMER_DIRECTORY, _version_value(stamp, changed[-1].content_hash)
+        )
+    if quarantined:
+        stores.state.put(
+            layout.VERSION_QUARANTINE, _version_value(stamp, quarantined[-1].content_hash)
+        )
     counts: Counter[str] = Counter()
-    for outcome in outcomes:
-        if outcome.status == "duplicate":
-            continue
+    for outcome in [*changed, *quarantined]:
         counts["quarantined" if outcome.status == "quarantined" else "processed"] += 1
         counts["raw_bytes"] += outcome.bytes
         counts["parquet_bytes"] += outcome.parquet_bytes
     if counts:
-        hour = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H")
+        hour = dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%Y-%m-%dT%H")
         stores.state.increment(layout.pipeline_counters(hour), dict(counts))
 
 
 def process_keys(
     stores: Stores, keys: Iterable[str], *, known_apps: set[str] | None = None
 ) -> list[ProcessOutcome]:
-    """Process the named raw uploads; a key whose object is gone is skipped and logged."""
-    known_apps = set() if known_apps is None else known_apps
+    """Process the named raw uploads and publish them; a key whose object is gone is skipped."""
+    outcomes = _process_many(stores, keys, set() if known_apps is None else known_apps)
+    publish(stores, outcomes)
+    return outcomes
+
+
+def _process_many(
+    stores: Stores, keys: Iterable[str], known_apps: set[str]
+) -> list[ProcessOutcome]:
     outcomes = []
     for key in keys:
         if not key.startswith(layout.RAW_SCREEN_TIME):
             log.info("ignoring %r: not a screen-time upload", key)
             continue
         try:
-            outcomes.append(process_upload(stores, key, known_apps=known_apps))
+            outcomes.append(_process_one(stores, key, None, known_apps))
         except ObjectMissing:
             # Deleted before we ran: nothing to process, and a later upload is queued anew.
             log.warning("queued upload %r is gone", key)
-    count_outcomes(stores, outcomes, time.time())
     return outcomes
 
 
@@ -440,13 +482,14 @@ def drain(
         if not messages:
             break
         done = []
+        committed: list[ProcessOutcome] = []
         for message in messages:
             if message.problem is not None:
                 summary.failed += 1
                 stores.queue.release(message, message.problem)
                 continue
             try:
-                outcomes = process_keys(stores, message.keys, known_apps=known_apps)
+                outcomes = _process_many(stores, message.keys, known_apps)
             except Exception as exc:  # one bad delivery must not stop the worker
                 log.exception("processing %s failed", message.keys)
                 summary.failed += 1
@@ -457,7 +500,11 @@ def drain(
                 summary.add(outcome)
                 if progress is not None:
                     progress(outcome)
+            committed += outcomes
             done.append(message)
+        # Versions and counters once per batch, before the messages go: a worker that dies
+        # in between leaves them to a redelivery, which finds duplicates.
+        publish(stores, committed)
         stores.queue.delete(done)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -466,6 +513,8 @@ def drain(
 def _drain_in_child(settings: DataSettings, batch: int) -> ProcessSummary:
     from data_access.factory import build_stores
 
+    # One process per core already: Arrow's own thread pool would only contend with them.
+    pa.set_cpu_count(1)
     return drain(build_stores(settings), batch=batch)
 
 

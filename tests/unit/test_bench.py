@@ -1,18 +1,22 @@
 """The benchmark's own parts: the simulated browser's requests, the baseline app, the HTTP
-client's framing, the synthetic lake and the ramp arithmetic. No timings are asserted."""
+client's framing, the scale section's synthetic lake (against the real pipeline) and the ramp
+arithmetic. No timings are asserted."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench import growth, naive_app
+from bench import naive_app, scale
 from bench.operators import (
     UPDATE_PATH,
     Answer,
@@ -27,13 +31,20 @@ from bench.report import Report
 from dashboard import create_app
 from data_access import layout
 from data_access.factory import build_stores
-from data_access.queries import CustomerTrendQuery, FleetDailyQuery
+from data_access.queries import (
+    CustomerDayQuery,
+    CustomerSearchQuery,
+    CustomerTrendQuery,
+    FleetAppsQuery,
+    FleetDailyQuery,
+    FleetHoursQuery,
+)
 from data_access.service import DataService
 from data_access.settings import DataSettings
 from pipeline.events import compact_events
 from pipeline.generate import customer_id, generate
-from pipeline.process import process_pending
-from pipeline.rollup import rollup_all
+from pipeline.process import drain
+from pipeline.rollup import WATERMARK_SCREEN_TIME, rollup_all, rollup_screen_time
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -43,8 +54,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> DataSettings:
     root = tmp_path_factory.mktemp("bench-lake")
     settings = DataSettings(lake_root=root / "lake", state_db=root / "state.sqlite")
     stores = build_stores(settings)
-    generate(stores.lake, customers=3, days=4, seed=13, end_date=TODAY, hosts=0)
-    process_pending(stores)
+    generate(stores.lake, queue=stores.queue, customers=3, days=4, seed=13, end_date=TODAY, hosts=0)
+    drain(stores)
     compact_events(stores)
     rollup_all(stores)
     return settings
@@ -150,31 +161,162 @@ def test_the_client_splits_answers_that_arrive_in_pieces():
     assert (second.status, json.loads(second.body), second.size) == (200, {"a": True}, len(data))
 
 
-def test_the_synthetic_lake_answers_the_real_queries(tmp_path: Path):
-    customers = 40
-    settings = growth.write_processed_lake(tmp_path, customers)
-    stores = build_stores(settings)
-    service = DataService(stores, settings)
-    start = growth.END - dt.timedelta(days=growth.DAYS - 1)
-    templates = growth._templates(23)
+# ---- the scale section's synthetic lake, against the real pipeline ------------------------
 
-    daily = service.fetch(FleetDailyQuery(start, growth.END)).data
-    for index, row in enumerate(daily.sort_values("day").itertuples()):
-        expected = sum(
-            1
-            for number in range(customers)
-            if (chosen := growth._pick(number, index)) is not None and templates[chosen].seconds > 0
+SMALL = 24  # customers: every customer-day gets its object, so the real fold can read them all
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> scale.Synthetic:
+    return scale.synthesize(tmp_path_factory.mktemp("synthetic"), SMALL, flush=False)
+
+
+@pytest.fixture(scope="module")
+def really_folded(tmp_path_factory: pytest.TempPathFactory) -> scale.Synthetic:
+    """The same index and objects with nothing of the rollup's, then the real rollup run."""
+    lake = scale.synthesize(tmp_path_factory.mktemp("folded"), SMALL, fold=False, flush=False)
+    stores = build_stores(lake.settings)
+    folded = rollup_screen_time(stores, settle_seconds=0, batch=1_000_000)
+    assert folded.uploads_read == lake.customer_days
+    return lake
+
+
+def _summaries(settings: DataSettings) -> dict[str, pa.Table]:
+    root = settings.lake_root / layout.ROLLUP_SCREEN_TIME
+    return {
+        path.parent.name.removeprefix("date="): pq.read_table(path)
+        for path in sorted(root.glob("date=*/summary.parquet"))
+    }
+
+
+def _state(settings: DataSettings, pattern: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(settings.state_db) as connection:
+        rows = connection.execute(
+            "SELECT name, value FROM state WHERE name LIKE ? ORDER BY name", (pattern,)
+        ).fetchall()
+    connection.close()
+    return rows
+
+
+def test_the_synthetic_summaries_are_what_the_real_fold_writes(
+    synthetic: scale.Synthetic, really_folded: scale.Synthetic
+):
+    ours, real = _summaries(synthetic.settings), _summaries(really_folded.settings)
+    assert list(ours) == list(real)
+    assert len(real) >= scale.DAYS
+    for date, table in real.items():
+        assert ours[date].equals(table), date  # same rows, same folded-through watermark
+        assert (
+            ours[date].schema.metadata[b"folded_through"]
+            == table.schema.metadata[b"folded_through"]
         )
-        assert row.active_customers == expected, row.day
+    # Both kinds of day that add to more than their own date were folded.
+    kinds = scale.templates()
+    spill = [n for n, t in enumerate(kinds) if t.spill_seconds]
+    empty = [n for n, t in enumerate(kinds) if t.table.num_rows == 0]
+    assert synthetic.counts[:-1, spill].sum() > 0 and synthetic.counts[:, empty].sum() > 0
+    for pattern in ("folded:%", "rollup:screen_time:watermark"):
+        assert _state(synthetic.settings, pattern) == _state(really_folded.settings, pattern)
+    assert [name for name, _ in _state(synthetic.settings, "version:rollup:screen_time:%")] == [
+        name for name, _ in _state(really_folded.settings, "version:rollup:screen_time:%")
+    ]
 
-    customer = growth._customer(7)
-    trend = service.fetch(CustomerTrendQuery(start, growth.END, customer_id=customer)).data
-    uploaded = [n for n in range(growth.DAYS) if growth._pick(7, n) is not None]
-    assert len(trend) == len(uploaded)
 
-    key = layout.processed_upload_key(customer, start.isoformat())
-    metadata = pq.ParquetFile(settings.lake_root / key).metadata
-    assert metadata.row_group(0).column(0).compression == "GZIP"
+def test_the_real_queries_answer_from_the_synthetic_lake(
+    synthetic: scale.Synthetic, really_folded: scale.Synthetic
+):
+    start, end = scale.START, scale.END
+    ours = DataService(build_stores(synthetic.settings), synthetic.settings)
+    real = DataService(build_stores(really_folded.settings), really_folded.settings)
+    for query in (
+        FleetDailyQuery(start, end),
+        FleetAppsQuery(start, end),
+        FleetHoursQuery(start, end),
+    ):
+        pd.testing.assert_frame_equal(ours.fetch(query).data, real.fetch(query).data)
+    daily = ours.fetch(FleetDailyQuery(start, end)).data
+    assert len(daily) == scale.DAYS and daily["active_customers"].between(SMALL * 0.8, SMALL).all()
+
+    for number in (0, 7, SMALL - 1):
+        cid = scale.customer(number)
+        trend = ours.fetch(CustomerTrendQuery(start, end, customer_id=cid)).data
+        assert dict(zip(trend["day"], trend["seconds"], strict=True)) == scale.expected_trend(
+            number
+        )
+        kinds = scale.templates()
+        day = next(
+            d for d, t in enumerate(scale.plan(number)) if t is not None and kinds[t].table.num_rows
+        )
+        rows = ours.fetch(CustomerDayQuery(cid, start + dt.timedelta(days=day))).data
+        assert len(rows) and rows["app_name"].notna().all()
+    found = ours.fetch(CustomerSearchQuery("c000001")).data["customer_id"].tolist()
+    assert found == [scale.customer(n) for n in range(10, 20)]
+
+    stores = build_stores(synthetic.settings)
+    record = stores.index.get(scale.customer(7), start.isoformat())
+    template = scale.plan(7)[0]
+    assert record is not None and template is not None
+    assert stores.lake.read_bytes(record.object_key) == scale.templates()[template].parquet
+    assert record.parquet_bytes == len(scale.templates()[template].parquet)
+    watermark = float(stores.state.get(WATERMARK_SCREEN_TIME) or 0)
+    assert watermark < dt.datetime.now(dt.UTC).timestamp()
+    assert stores.index.uploaded_since(watermark) == []
+
+
+def test_the_templates_are_what_processing_writes_for_generated_uploads(tmp_path: Path):
+    stores = build_stores(
+        DataSettings(lake_root=tmp_path / "lake", state_db=tmp_path / "state.sqlite")
+    )
+    chosen = scale.templates()
+    assert len(chosen) == scale.TEMPLATES
+    for template in (chosen[0], *(t for t in chosen if t.spill_seconds)):
+        stores.lake.write_bytes(template.raw_key, template.raw)
+        stores.queue.send([template.raw_key])
+    assert drain(stores).processed == 1 + sum(1 for t in chosen if t.spill_seconds)
+    for template in (chosen[0], *(t for t in chosen if t.spill_seconds)):
+        _, _, customer, name = template.raw_key.split("/")
+        record = stores.index.get(customer, name.removesuffix(".json"))
+        assert record is not None
+        assert stores.lake.read_bytes(record.object_key) == template.parquet
+
+
+def test_the_scale_section_measures_each_size_and_checks_its_goals(tmp_path: Path):
+    benches = {}
+    for customers in (60, 120):
+        lake = scale.synthesize(
+            tmp_path / str(customers),
+            customers,
+            files_for=scale.view_customers(customers, 1),
+            flush=False,
+        )
+        benches[customers] = scale.SizeBench(lake, 1)
+    by_size = scale.measure(benches, 1)
+    for bench in benches.values():
+        assert any("counted in the" in line for line in bench.close())
+    timed = [spec.key for spec in scale.FIGURES if spec.unit == "ms"]
+    for figures in by_size.values():
+        assert all(figures[key] > 0 for key in timed), figures
+        assert all(
+            figures[spec.key] is None or figures[spec.key] >= 0
+            for spec in scale.FIGURES
+            if spec.unit == "MiB"
+        )
+
+    def sizes(cold_large: float, upload_large: float) -> dict[int, dict[str, float | None]]:
+        small = {"fleet_cold_ms": 100.0, "upload_total_ms": 40.0, "idle_drain_ms": 0.02}
+        large = {"fleet_cold_ms": cold_large, "upload_total_ms": upload_large}
+        return {10_000: small, 1_000_000: {**large, "idle_drain_ms": 0.02}}
+
+    passing = scale.goals(sizes(140.0, 50.0), {"ratio": 1.8})
+    assert [goal.passed for goal in passing] == [True, True, True, True]
+    failing = scale.goals(sizes(320.0, 70.0), {"ratio": 1.5})
+    assert [goal.passed for goal in failing] == [False, False, True, False]
+    workers = scale.measure_workers(tmp_path / "workers", customers=4, days=2, rounds=1)
+    assert workers["uploads"] > 0 and workers["w1_per_s"] > 0 and workers["w2_per_s"] > 0
+    assert workers["ratio"] == workers["w2_per_s"] / workers["w1_per_s"]
+    assert workers["w1_worker_mib"] > 10  # the pool process's RSS high-water, in MiB
+    table = scale.growth_table(sizes(320.0, 70.0), workers, failing)
+    assert "1M/10k" in table and "3.20x" in table and table.count("FAIL") == 3
 
 
 def test_a_level_passes_only_within_budget_without_errors_or_dropped_ticks():
@@ -203,8 +345,13 @@ def test_the_table_ends_with_the_time_each_section_took():
     report.add("operators", "unchanged poll throughput", 900.0, unit="req/s", ratio=0.5)
     report.seconds["operators"] = 61.0
     report.context["cpus"] = 2
+    report.tables["scale"] = "scale: growth table"
+    report.details["scale"] = {"sizes": [10_000]}
 
     table = report.table()
     assert "900 req/s" in table and "0.5x" in table
-    assert "quick run: operators 61 s" in table
-    assert report.as_dict()["section_seconds"] == {"operators": 61.0}
+    assert table.index("scale: growth table") < table.index("quick run: operators 61 s")
+    recorded = report.as_dict()
+    assert recorded["section_seconds"] == {"operators": 61.0}
+    assert recorded["tables"] == {"scale": "scale: growth table"}
+    assert recorded["details"] == {"scale": {"sizes": [10_000]}}
