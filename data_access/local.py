@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
@@ -202,17 +203,7 @@ class SqliteMetadataIndex(_Sqlite):
     def put(self, record: UploadRecord) -> None:
         self._execute(
             f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                record.customer_id,
-                record.date,
-                record.object_key,
-                record.raw_key,
-                record.raw_bytes,
-                record.parquet_bytes,
-                record.rows,
-                record.uploaded_at,
-                record.content_hash,
-            ),
+            astuple(record),
         )
 
     def get(self, customer_id: str, date: str) -> UploadRecord | None:
@@ -239,17 +230,7 @@ class SqliteMetadataIndex(_Sqlite):
         return [UploadRecord(*row) for row in rows]
 
     def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
-        values = (
-            record.customer_id,
-            record.date,
-            record.object_key,
-            record.raw_key,
-            record.raw_bytes,
-            record.parquet_bytes,
-            record.rows,
-            record.uploaded_at,
-            record.content_hash,
-        )
+        values = astuple(record)  # in _RECORD_COLUMNS order
         if expected_hash is None:
             self._execute(
                 f"INSERT OR IGNORE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
