@@ -107,14 +107,14 @@ def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(
 ) -> None:
     poison = put(stores, 1, END)
     healthy = put(stores, 2, END)
-    real = process.process_upload
+    real = process._process_one
 
-    def fails_on_poison(stores_: Stores, key: str, **options: object):
+    def fails_on_poison(stores_: Stores, key: str, *args: object):
         if key == poison:
             raise OSError("disk on fire")
-        return real(stores_, key, **options)
+        return real(stores_, key, *args)
 
-    monkeypatch.setattr(process, "process_upload", fails_on_poison)
+    monkeypatch.setattr(process, "_process_one", fails_on_poison)
     for _ in range(3):
         drain(stores)
         clock.now += stores.queue.retry_seconds + 1
