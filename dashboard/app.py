@@ -65,7 +65,11 @@ INDEX_STRING = f"""<!DOCTYPE html>
 
 
 # Component-id prefixes whose callbacks need the operator role (matched against dict ids' values).
-OPERATOR_OUTPUTS = {"customer-": "operator", "screen-customer": "operator"}
+OPERATOR_OUTPUTS = {
+    "customer-": "operator",
+    "screen-customer": "operator",
+    "revenue-orders": "operator",  # order rows carry user ids
+}
 
 
 @dataclass(frozen=True)

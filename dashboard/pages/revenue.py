@@ -13,6 +13,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, no_update
 
+from auth.guard import current_user
 from dashboard import figures
 from dashboard.components.controls import URL_ID, page_header, today_utc
 from dashboard.components.panel import (
@@ -89,6 +90,15 @@ PRODUCT_COLUMNS = [
 
 
 def _orders_section(view: ViewState) -> Any:
+    user = current_user()
+    if user is None or not user.can("operator"):
+        # Orders carry user ids: viewers see the aggregates above (the server refuses the
+        # orders callback and export to them as well).
+        return html.Div(
+            "Order detail needs the operator role; the week's totals are in the charts.",
+            className="mc-empty-hint",
+            id="revenue-orders-needs-operator",
+        )
     if view.week is None:
         return html.Div(
             "Click a week (or one category of a week) in the chart above to list its orders.",

@@ -118,6 +118,7 @@ def _poll(client, panel, content, *, version=None, tab="tab-1", query=None, tick
 KPIS = ("overview-kpis", ("content", "children"))
 REVENUE = ("overview-revenue", ("figure", "data"))
 SESSIONS = ("customer-sessions", ("grid", "rowData"))
+ORDERS = ("revenue-orders", ("grid", "rowData"))
 
 
 def _answer(response) -> dict:
@@ -350,3 +351,16 @@ def test_a_viewer_sees_aggregates_but_not_customers_or_exports(lake: DataSetting
     assert client.get(f"/export/customer-trend.csv?customer={customer}").status_code == 403
     operator = create_app(_env(lake, DEV_ROLE="operator")).test_client()
     assert operator.get(f"/export/customer-trend.csv?customer={customer}").status_code == 200
+
+
+def test_a_viewer_gets_a_weeks_totals_but_not_its_orders(lake: DataSettings):
+    week = {"week": (TODAY - dt.timedelta(days=TODAY.weekday())).isoformat()}
+    viewer = create_app(_env(lake, DEV_ROLE="viewer")).test_client()
+    page = json.dumps(_answer(_render(viewer, "/revenue", "?week=" + week["week"])))
+    assert "needs the operator role" in page
+    assert _poll(viewer, *ORDERS, query=week).status_code == 403
+    operator = create_app(_env(lake, DEV_ROLE="operator")).test_client()
+    page = json.dumps(_answer(_render(operator, "/revenue", "?week=" + week["week"])))
+    assert "needs the operator role" not in page and "revenue-orders" in page
+    rows = _answer(_poll(operator, *ORDERS, query=week))[_key(_part("revenue-orders", "grid"))]
+    assert rows["rowData"] and "user_id" in rows["rowData"][0]
