@@ -21,6 +21,8 @@ h1{font-size:1.4rem;margin-top:0}
 .actions a{display:inline-block;margin-right:1rem;padding:.45rem .9rem;border-radius:4px;
 background:#1f6feb;color:#fff;text-decoration:none}
 .actions a.secondary{background:#e7eaf0;color:#1d2330}
+.actions button{font:inherit;padding:.45rem .9rem;border:0;border-radius:4px;background:#1f6feb;
+color:#fff;cursor:pointer}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{border-bottom:1px solid #e2e5ea;padding:.35rem .5rem;text-align:left;vertical-align:top}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85rem}
@@ -114,6 +116,16 @@ def refusal_page(
         links=[("Sign in again", retry_url)],
         extra=extra,
     )
+
+
+def sign_out_page(action: str, cancel: str) -> Response:
+    """What GET /logout shows: signing out is a POST from this page, never a link that any
+    site could make a browser follow."""
+    form = Markup(
+        "<form method='post' action='{}' class='actions'><button type='submit'>Sign out</button>"
+        " <a href='{}' class='secondary'>Stay signed in</a></form>"
+    ).format(action, cancel)
+    return html_page("Sign out?", "Sign out of Mission Control on this browser?", extra=form)
 
 
 def audit_table(entries: Iterable[tuple[str, Mapping[str, object]]]) -> Markup:

@@ -11,7 +11,14 @@ from markupsafe import Markup
 from auth.alb import ALB_SESSION_COOKIE_PREFIX
 from auth.context import audit_as, auth_state, current_user, login_url, require_role
 from auth.oidc import SignInFailed
-from auth.pages import audit_table, claims_table, error_page, html_page, refusal_page
+from auth.pages import (
+    audit_table,
+    claims_table,
+    error_page,
+    html_page,
+    refusal_page,
+    sign_out_page,
+)
 from auth.roles import User, claim_at_path, resolve_role
 from auth.session import NEXT_KEY, end_session, requested_path, safe_next, start_session
 
@@ -110,6 +117,9 @@ def callback() -> Response:
 
 
 def logout() -> Response:
+    if request.method != "POST":
+        # A cross-site link or meta refresh must not sign anyone out: GET only asks.
+        return sign_out_page(url_for("auth.logout"), "/")
     state = auth_state()
     user = current_user()
     id_token = end_session()
@@ -119,13 +129,30 @@ def logout() -> Response:
     signed_out = url_for("auth.signed_out")
     if state.oidc is not None and user is not None:
         provider_logout = state.oidc.logout_url(id_token, _external_url("auth.signed_out"))
-        return redirect(provider_logout or signed_out)
+        return _continue_at_provider(provider_logout) if provider_logout else redirect(signed_out)
     if state.settings.mode == "alb":
-        response = redirect(state.settings.alb_logout_url or signed_out)
+        logout_url = state.settings.alb_logout_url
+        response = _continue_at_provider(logout_url) if logout_url else redirect(signed_out)
         for shard in range(ALB_COOKIE_SHARDS):
             response.delete_cookie(f"{ALB_SESSION_COOKIE_PREFIX}-{shard}", secure=True)
         return response
     return redirect(signed_out)
+
+
+def _continue_at_provider(url: str) -> Response:
+    """Signed out here; the provider's session ends at ``url``.
+
+    Not a redirect: the sign-out form's POST may only lead to this site (CSP form-action
+    'self', which browsers apply to the redirects a form submission follows), so the page
+    moves on by itself (``Refresh``) and offers the link for a browser that does not.
+    """
+    response = html_page(
+        "Signing out",
+        "You are signed out here; your identity provider ends its session next.",
+        links=[("Continue", url)],
+    )
+    response.headers["Refresh"] = f"0; url={url}"
+    return response
 
 
 def signed_out() -> Response:
@@ -186,7 +213,7 @@ def register_views(server: Flask) -> None:
     blueprint = Blueprint("auth", __name__)
     blueprint.add_url_rule("/login", "login", login, methods=["GET"])
     blueprint.add_url_rule("/auth/callback", "callback", callback, methods=["GET"])
-    blueprint.add_url_rule("/logout", "logout", logout, methods=["GET", "POST"])
+    blueprint.add_url_rule("/logout", "logout", logout, methods=["GET", "POST"])  # GET asks
     blueprint.add_url_rule("/signed-out", "signed_out", signed_out, methods=["GET"])
     blueprint.add_url_rule("/auth/whoami", "whoami", whoami, methods=["GET"])
     blueprint.add_url_rule("/admin/audit", "audit_log", audit_log, methods=["GET"])

@@ -185,10 +185,17 @@ def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
                             ),
                             controls.theme_toggle(),
                             html.Span(
-                                user.name or user.email if user else "",
+                                [
+                                    user.name or user.email if user else "",
+                                    html.Span(user.role, className="mc-role") if user else None,
+                                ],
                                 className="mc-user",
                                 title=user.email if user else "",
                             ),
+                            # A page that asks, then signs out with a POST.
+                            html.A("Sign out", href="/logout", className="mc-signout")
+                            if user
+                            else None,
                         ],
                         className="mc-header-tools",
                     ),

@@ -331,10 +331,10 @@ def test_logout_expires_the_load_balancer_cookies(key_server, signing_key, recor
     headers = {ALB_DATA_HEADER: alb_token(key, kid, claims_for("viewer"))}
     client.get("/", headers=headers)
 
-    response = client.get("/logout", headers=headers)
+    response = client.post("/logout", headers=headers)
 
-    assert response.status_code == 302
-    assert response.location == logout_url
+    assert response.status_code == 200
+    assert response.headers["Refresh"] == f"0; url={logout_url}"
     expired = [h for h in response.headers.getlist("Set-Cookie") if "AWSELBAuthSessionCookie" in h]
     assert len(expired) == 4
     assert all("Max-Age=0" in header and "Secure" in header for header in expired)

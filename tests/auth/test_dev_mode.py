@@ -34,7 +34,18 @@ def test_login_and_logout_do_nothing_harmful():
     client = dev_app().test_client()
 
     login = client.get("/login?next=/revenue")
-    logout = client.get("/logout")
+    asks = client.get("/logout")
+    logout = client.post("/logout")
 
     assert login.location == "/revenue"
+    assert asks.status_code == 200 and "method='post'" in asks.text
     assert logout.location == "/signed-out"
+
+
+def test_get_logout_only_asks():
+    client = dev_app().test_client()
+    # What a link or a meta refresh on another site makes the browser send.
+    asks = client.get("/logout", headers={"Sec-Fetch-Site": "cross-site"})
+    assert asks.status_code == 200
+    assert "Sign out?" in asks.text and "action='/logout'" in asks.text
+    # The POST it offers is refused cross-site by the app's security layer: tests/security.

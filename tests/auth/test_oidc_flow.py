@@ -404,11 +404,19 @@ def test_logout_ends_the_provider_session_too(serve_oidc_app, loopback_app, http
     serve_oidc_app()
     sign_in(http, loopback_app, ADMIN.login)
 
-    to_provider = http.get(loopback_app.url("/logout"), timeout=10)
+    asked = http.get(loopback_app.url("/logout"), timeout=10)
+    assert is_signed_in(http, loopback_app), "GET /logout only asks"
+    handed_off = http.post(loopback_app.url("/logout"), timeout=10)
+    assert not is_signed_in(http, loopback_app)
+    # The page moves on to the provider by itself (a form POST may not redirect off-site).
+    delay, _, target = handed_off.headers["Refresh"].partition("; url=")
+    assert delay == "0" and target in handed_off.text.replace("&amp;", "&")
+    to_provider = http.get(target, timeout=10)
     logout_request = parse_qs(urlsplit(to_provider.url).query)
     signed_out = confirm_provider_logout(http, to_provider)
     login_again = http.get(loopback_app.url("/login"), timeout=10)
 
+    assert "Sign out?" in asked.text
     assert logout_request["id_token_hint"]
     assert logout_request["post_logout_redirect_uri"] == [loopback_app.url("/signed-out")]
     assert signed_out.status_code == 200
