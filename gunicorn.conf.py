@@ -63,8 +63,8 @@ worker_class = "gthread"
 # One process per CPU; never fewer than two, so a worker recycling (max_requests) or stuck in a
 # slow export leaves another to answer health checks.
 workers = _env_int("WEB_CONCURRENCY", max(2, _cpus_available()))
-# Four threads per worker: DESIGN.md's ceilings were measured so; more threads only add GIL
-# contention to CPU-bound figure building.
+# Four threads per worker: the ceilings in the README's Performance section were measured
+# so; more threads only add GIL contention to CPU-bound figure building.
 threads = _env_int("GUNICORN_THREADS", 4)
 # Keep-alive connections a gthread worker holds open; idle ones cost no thread.
 worker_connections = 1000

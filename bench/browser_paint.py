@@ -1,7 +1,8 @@
 """Browser: time from navigation to every panel painted, in headless Chromium, warm cache.
 
 The dashboard runs under gunicorn as in production over the serving sample lake; Debian's
-Chromium is driven by Playwright with the flags DESIGN.md lists. Two kinds of navigation:
+Chromium is driven by Playwright with the flags of ``tests/plugins/browser.py``. Two kinds
+of navigation:
 
 - in-app, as a click on the navigation bar does it (``dcc.Link``: push the URL, let the
   pages router render): the scripts are loaded, only the page's callbacks run;
