@@ -281,6 +281,10 @@ def check_cache_hit_ratio(ctx: RuleContext) -> list[Finding]:
         earlier, earlier_reads = ratio(earlier_start, recent_start)
         if recent is None or recent_reads < s.cache_min_reads:
             continue  # too few reads to judge: no finding, an open alert resolves
+        if rows["ts"].min() > recent_start:
+            # Seen for less than one window: a fresh start's caches are cold by design, and
+            # its first minutes alone would raise a false alarm on every start.
+            continue
         low = recent < s.cache_hit_ratio_min
         fell = (
             earlier is not None

@@ -161,6 +161,17 @@ def test_cache_hit_ratio_falling_against_the_previous_hour(local_stores):
     assert run(local_stores, "cache_hit_ratio", low).opened == ["cache_hit_ratio:web-1"]
 
 
+def test_a_fresh_start_is_not_judged_until_it_has_been_seen_for_a_whole_window(local_stores):
+    # Started 8 minutes ago (inside the 15-minute window), caches still cold.
+    put_metric(local_stores, "web-2", "cache_reads", 100, [1, 3, 5, 8])
+    put_metric(local_stores, "web-2", "cache_hits", 10, [1, 3, 5, 8])
+    assert run(local_stores, "cache_hit_ratio").opened == []
+    # The same ratio from a host seen for longer than the window is an alert.
+    put_metric(local_stores, "web-3", "cache_reads", 100, [1, 3, 5, 8, 20])
+    put_metric(local_stores, "web-3", "cache_hits", 10, [1, 3, 5, 8, 20])
+    assert run(local_stores, "cache_hit_ratio").opened == ["cache_hit_ratio:web-3"]
+
+
 def test_a_host_that_stops_reporting_has_its_alert_resolved(local_stores):
     put_metric(local_stores, "web-9", "cpu_percent", 99.0, [1, 2])
     assert run(local_stores, "cpu").opened == ["cpu:web-9"]
