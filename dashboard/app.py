@@ -11,7 +11,7 @@ from pathlib import Path
 import dash
 from dash import dcc, html
 from dash.exceptions import DependencyException
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 
 from auth.guard import current_user, init_auth, protect_dash_outputs
 from auth.settings import AuthSettings
@@ -145,6 +145,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         page.register(app, services)
     controls.register(app)
     panel.register_clientside(app)
+    _unknown_pages_are_404(server, {page["path"] for page in dash.page_registry.values()})
     server.register_blueprint(export.blueprint(services))
     # Per-customer rows are for operators; viewers see the fleet and business aggregates.
     protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
@@ -157,6 +158,19 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     with server.test_request_context("/healthz"):
         server.preprocess_request()
     return server
+
+
+def _unknown_pages_are_404(server: Flask, page_paths: set[str]) -> None:
+    """Dash serves its page shell for any path; one that names no page says "not found" on
+    screen and now also in its status, for crawlers, monitors and link checkers."""
+
+    @server.after_request
+    def not_found_status(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else None
+        path = request.path.rstrip("/") or "/"
+        if rule == "/<path:path>" and response.status_code == 200 and path not in page_paths:
+            response.status_code = 404
+        return response
 
 
 def _shell(settings: DashboardSettings, auth_settings: AuthSettings):

@@ -364,3 +364,12 @@ def test_a_viewer_gets_a_weeks_totals_but_not_its_orders(lake: DataSettings):
     assert "needs the operator role" not in page and "revenue-orders" in page
     rows = _answer(_poll(operator, *ORDERS, query=week))[_key(_part("revenue-orders", "grid"))]
     assert rows["rowData"] and "user_id" in rows["rowData"][0]
+
+
+def test_an_unknown_page_answers_404_and_known_pages_200(app_client):
+    _, client = app_client
+    assert client.get("/no-such-page", headers={"Accept": "text/html"}).status_code == 404
+    assert client.get("/revenue/extra", headers={"Accept": "text/html"}).status_code == 404
+    for path in PAGES:
+        assert client.get(path, headers={"Accept": "text/html"}).status_code == 200, path
+    assert client.get("/revenue/", headers={"Accept": "text/html"}).status_code == 200
