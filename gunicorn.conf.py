@@ -7,7 +7,8 @@ environment variables tune it per deployment (all optional):
     WEB_CONCURRENCY           worker processes                  CPUs available, at least 2
     GUNICORN_THREADS          threads per worker                4
     GUNICORN_TIMEOUT          seconds a worker may stay silent  30
-    GUNICORN_MAX_REQUESTS     requests before a worker recycles 2000 (0: never)
+    GUNICORN_MAX_REQUESTS     requests before a worker recycles 0 (never)
+    GUNICORN_MAX_WORKER_MB    RSS above which a worker recycles 1024 (0: never)
     FORWARDED_ALLOW_IPS       proxies trusted for X-Forwarded-* 127.0.0.1,::1 (ECS: the VPC CIDR)
     LOG_LEVEL                 gunicorn's error log level        info
     PROMETHEUS_MULTIPROC_DIR  prometheus_client multiproc dir   unset (single-process metrics)
@@ -68,10 +69,15 @@ workers = _env_int("WEB_CONCURRENCY", max(2, _cpus_available()))
 threads = _env_int("GUNICORN_THREADS", 4)
 # Keep-alive connections a gthread worker holds open; idle ones cost no thread.
 worker_connections = 1000
-# Recycle workers now and then so slow leaks (pandas, pyarrow pools) cannot grow forever;
-# the jitter spreads restarts so the workers never recycle at the same moment.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 2000)
+# Recycled by memory, not by count: a worker's memo and figure cache are what make polls
+# cheap, and 2,000 requests at hundreds of polls a second emptied them every few seconds.
+# A slow leak (pandas, pyarrow pools) still cannot grow past GUNICORN_MAX_WORKER_MB (see
+# post_request); a count remains available, with jitter so workers never recycle together.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = max(0, max_requests // 10)
+MAX_WORKER_MB = _env_int("GUNICORN_MAX_WORKER_MB", 1024)
+# RSS is read every this many requests per worker: a few microseconds, rarely.
+MEMORY_CHECK_EVERY = 64
 # The app is not preloaded: create_app() opens SQLite connections and boto3 clients, which
 # must not be shared across fork(). The master imports the heavy libraries instead (see
 # on_starting): forked workers share those pages. Measured here, master + two workers after a
@@ -195,6 +201,26 @@ def on_starting(server):
         server.cfg.keepalive,
         server.cfg.timeout,
     )
+
+
+def post_request(worker, req, environ, resp):
+    """Past GUNICORN_MAX_WORKER_MB, finish what is in flight and let the master replace us."""
+    if not MAX_WORKER_MB:
+        return
+    worker.mc_requests = getattr(worker, "mc_requests", 0) + 1
+    if worker.mc_requests % MEMORY_CHECK_EVERY:
+        return
+    import psutil
+
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    if rss_mb > MAX_WORKER_MB and worker.alive:
+        worker.log.info(
+            "worker %s recycles: RSS %.0f MB above GUNICORN_MAX_WORKER_MB=%d",
+            worker.pid,
+            rss_mb,
+            MAX_WORKER_MB,
+        )
+        worker.alive = False
 
 
 def child_exit(server, worker):

@@ -217,3 +217,42 @@ def test_gunicorn_access_log_is_json_with_request_and_trace_ids(tmp_path: Path) 
         if line.startswith("{") and "Listening at" in line
     ]
     assert starts and starts[0]["logger"] == "gunicorn.error"
+
+
+def test_a_worker_past_its_memory_limit_is_replaced_and_the_service_keeps_answering(
+    tmp_path: Path,
+) -> None:
+    """GUNICORN_MAX_WORKER_MB=1: every worker is past it, so each recycles after its first
+    memory check; requests keep being answered throughout."""
+    server = gunicorn_instance(
+        "gunicorn-memory",
+        tmp_path / "gunicorn",
+        {
+            "DATA_BACKEND": "local",
+            "LAKE_ROOT": str(tmp_path / "lake"),
+            "STATE_DB": str(tmp_path / "state.sqlite"),
+            "AUTH_MODE": "dev",
+            "SECRET_KEY": "x" * 64,
+            "WEB_CONCURRENCY": "1",
+            "GUNICORN_THREADS": "2",
+            "GUNICORN_MAX_WORKER_MB": "1",
+        },
+    )
+    server.start()
+    try:
+        recycled: list[str] = []
+        deadline = time.monotonic() + 60
+        while not recycled and time.monotonic() < deadline:
+            for _ in range(64):
+                # A new connection each time: a recycling worker closes its kept-alive ones,
+                # while the master's socket queues new ones for the replacement.
+                answer = requests.get(
+                    f"{server.url}/healthz", headers={"Connection": "close"}, timeout=10
+                )
+                assert answer.status_code == 200
+            booted = [line for line in server.log_lines() if "Booting worker" in line]
+            recycled = booted[1:]  # the master started a replacement
+    finally:
+        server.stop()
+    assert recycled, server.log_tail()
+    assert any("recycles: RSS" in line for line in server.log_lines())
