@@ -160,8 +160,11 @@ def grid_body(
     row_id: str | None = None,
 ) -> Any:
     options: dict[str, Any] = {
+        # 50 rows a page (up to 500), scrolled inside a grid sized to the screen: a page
+        # sized to fit the box showed 6-7 rows and made hundreds of pages.
         "pagination": True,
-        "paginationAutoPageSize": True,
+        "paginationPageSize": 50,
+        "paginationPageSizeSelector": [20, 50, 100, 500],
         "animateRows": False,
         "enableCellTextSelection": True,
         "localeText": {"noRowsToShow": "No rows for this selection"},
@@ -181,7 +184,7 @@ def grid_body(
         dashGridOptions=options,
         getRowId=f"params.data.{row_id}" if row_id else None,
         className="mc-grid",
-        style={"height": f"{height}px", "width": "100%"},
+        style={"height": f"max({height}px, 65vh)", "width": "100%"},
     )
 
 
