@@ -210,7 +210,9 @@ def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
             stores.state.put(name, record.content_hash)
     for key in superseded:
         stores.lake.delete(key)
-    stamp_dates(stores, changed)
+    stamp = f"{time.time():.6f}"
+    for date in changed:  # only the dates whose numbers changed get a new version
+        stores.state.put(layout.screen_time_date_version(date), stamp)
     return sorted(changed)
 
 
@@ -231,13 +233,6 @@ def sweep_superseded(stores: Stores, *, limit: int = 10_000) -> int:
             deleted += 1
         stores.records.delete(layout.SUPERSEDED, name)
     return deleted
-
-
-def stamp_dates(stores: Stores, changed: list[str]) -> None:
-    """A new version for each date whose numbers changed."""
-    stamp = f"{time.time():.6f}"
-    for date in changed:
-        stores.state.put(layout.screen_time_date_version(date), stamp)
 
 
 def rollup_screen_time(
