@@ -165,9 +165,9 @@ def test_request_id_reaches_data_access_log_lines(
 # ------------------------------------------------------------------------------ gunicorn
 
 
-def test_gunicorn_access_log_is_json_with_request_and_trace_ids(tmp_path: Path) -> None:
-    """The image's command: every access line is JSON and carries both ids."""
-    server = gunicorn_instance(
+def _one_worker_gunicorn(tmp_path: Path, **env: str):
+    """The image's command with one worker of two threads, on a local lake, dev sign-in."""
+    return gunicorn_instance(
         "gunicorn",
         tmp_path / "gunicorn",
         {
@@ -178,8 +178,14 @@ def test_gunicorn_access_log_is_json_with_request_and_trace_ids(tmp_path: Path) 
             "SECRET_KEY": "x" * 64,
             "WEB_CONCURRENCY": "1",
             "GUNICORN_THREADS": "2",
+            **env,
         },
     )
+
+
+def test_gunicorn_access_log_is_json_with_request_and_trace_ids(tmp_path: Path) -> None:
+    """The image's command: every access line is JSON and carries both ids."""
+    server = _one_worker_gunicorn(tmp_path)
     server.start()
     try:
         answer = requests.get(
@@ -224,20 +230,7 @@ def test_a_worker_past_its_memory_limit_is_replaced_and_the_service_keeps_answer
 ) -> None:
     """GUNICORN_MAX_WORKER_MB=1: every worker is past it, so each recycles after its first
     memory check; requests keep being answered throughout."""
-    server = gunicorn_instance(
-        "gunicorn-memory",
-        tmp_path / "gunicorn",
-        {
-            "DATA_BACKEND": "local",
-            "LAKE_ROOT": str(tmp_path / "lake"),
-            "STATE_DB": str(tmp_path / "state.sqlite"),
-            "AUTH_MODE": "dev",
-            "SECRET_KEY": "x" * 64,
-            "WEB_CONCURRENCY": "1",
-            "GUNICORN_THREADS": "2",
-            "GUNICORN_MAX_WORKER_MB": "1",
-        },
-    )
+    server = _one_worker_gunicorn(tmp_path, GUNICORN_MAX_WORKER_MB="1")
     server.start()
     try:
         recycled: list[str] = []
