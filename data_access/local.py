@@ -154,6 +154,22 @@ class _Sqlite:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
 
+    def _write_many(self, *statements: tuple[str, list[tuple]]) -> None:
+        """Each (sql, rows) for every row, in one transaction: one commit and one wait for
+        the write lock, however many rows (parallel workers share that lock)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in statements:
+                    conn.executemany(sql, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
 
 class SqliteCacheTable(_Sqlite):
     schema = """
@@ -256,15 +272,13 @@ class SqliteStateStore(_Sqlite):
     """
 
     def increment(self, name: str, amounts: dict[str, int]) -> None:
-        conn = self._connect()
-        try:
-            conn.executemany(
+        self._write_many(
+            (
                 "INSERT INTO counters (name, field, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (name, field) DO UPDATE SET value = value + excluded.value",
                 [(name, field, int(amount)) for field, amount in amounts.items()],
             )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+        )
 
     def counters(self, names: list[str]) -> dict[str, dict[str, int]]:
         if not names:
@@ -362,15 +376,13 @@ class SqliteUploadQueue(_Sqlite):
     def send(self, keys: list[str]) -> None:
         if not keys:
             return
-        conn = self._connect()
-        try:
-            conn.executemany(
+        self._write_many(
+            (
                 "INSERT INTO upload_queue (key, visible_at) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET generation = generation + 1",
                 [(key, self._clock()) for key in dict.fromkeys(keys)],
             )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+        )
 
     def receive(
         self, max_messages: int = 10, visibility_seconds: float = 300.0
@@ -390,29 +402,32 @@ class SqliteUploadQueue(_Sqlite):
         ]
 
     def delete(self, messages: list[QueueMessage]) -> None:
-        for message in messages:
-            receipt, generation = message.receipt.rsplit(":", 1)
-            self._execute(
+        if not messages:
+            return
+        deliveries = [(m.id, *m.receipt.rsplit(":", 1)) for m in messages]
+        self._write_many(
+            (
                 "DELETE FROM upload_queue WHERE key = ? AND receipt = ? AND generation = ?",
-                (message.id, receipt, int(generation)),
-            )
+                [(key, receipt, int(generation)) for key, receipt, generation in deliveries],
+            ),
             # Sent again while in flight: deliver the newer bytes too.
-            self._execute(
+            (
                 "UPDATE upload_queue SET visible_at = ?, attempts = 0"
                 " WHERE key = ? AND receipt = ?",
-                (self._clock(), message.id, receipt),
-            )
+                [(self._clock(), key, receipt) for key, receipt, _ in deliveries],
+            ),
+        )
 
     def release(self, message: QueueMessage, reason: str) -> None:
         receipt = message.receipt.rsplit(":", 1)[0]
         if message.attempts >= self.max_attempts:
-            self._execute(
-                "INSERT OR REPLACE INTO upload_dead_letters (key, reason, attempts, dead_at)"
-                " VALUES (?, ?, ?, ?)",
-                (message.id, reason, message.attempts, self._clock()),
-            )
-            self._execute(
-                "DELETE FROM upload_queue WHERE key = ? AND receipt = ?", (message.id, receipt)
+            self._write_many(
+                (
+                    "INSERT OR REPLACE INTO upload_dead_letters (key, reason, attempts, dead_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(message.id, reason, message.attempts, self._clock())],
+                ),
+                ("DELETE FROM upload_queue WHERE key = ? AND receipt = ?", [(message.id, receipt)]),
             )
             return
         self._execute(
