@@ -266,7 +266,22 @@ def find_java() -> str:
     return java
 
 
-class DynamoDBLocal(ServerProcess):
+class HttpServerProcess(ServerProcess):
+    """A server on one loopback HTTP port."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.port = free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+
+class DynamoDBLocal(HttpServerProcess):
     """Amazon's DynamoDB Local, in memory, one shared database for every credential/region.
 
     The jar's own command line cannot choose a bind address (it listens on every
@@ -280,14 +295,6 @@ class DynamoDBLocal(ServerProcess):
         self.jar = find_dynamodb_local_jar()
         self.java = find_java()
         super().__init__()
-        self.port = free_port()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def ports(self) -> list[int]:
-        return [self.port]
 
     def command(self) -> list[str]:
         lib = self.jar.parent / "DynamoDBLocal_lib"
@@ -439,7 +446,7 @@ class SeaweedS3(ServerProcess):
         return True
 
 
-class MotoServer(ServerProcess):
+class MotoServer(HttpServerProcess):
     """moto's server (``moto[server]``): S3 and SQS in one process, state in memory.
 
     Used where SeaweedFS cannot serve: SQS queues with a redrive policy, and S3 bucket
@@ -449,17 +456,6 @@ class MotoServer(ServerProcess):
     """
 
     name = "moto"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.port = free_port()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def ports(self) -> list[int]:
-        return [self.port]
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
