@@ -98,10 +98,11 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
     the queue's maxReceiveCount it moves to the dead-letter queue. Test events and messages
     whose uploads are processed (or quarantined) succeed.
     """
-    from pipeline.process import process_keys
+    from pipeline.process import process_each, publish
 
     stores = _stores()
     failures = []
+    committed = []
     known_apps: set[str] = set()
     for record in event.get("Records", []):
         message_id = record.get("messageId", "")
@@ -109,7 +110,7 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
         try:
             if problem is not None:
                 raise ValueError(problem)
-            process_keys(stores, keys, known_apps=known_apps)
+            committed += process_each(stores, keys, known_apps)
         except Exception as exc:  # reported per message: the rest of the batch still counts
             log.exception("message %s failed", message_id)
             failures.append({"itemIdentifier": message_id})
@@ -120,6 +121,8 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
                 QueueMessage(message_id, record.get("receiptHandle", ""), keys, attempts),
                 f"{type(exc).__name__}: {exc}"[:500],
             )
+    # Versions and counters once per batch, as the local worker does.
+    publish(stores, committed)
     return {"batchItemFailures": failures}
 
 

@@ -428,18 +428,15 @@ def publish(stores: Stores, outcomes: list[ProcessOutcome], now: float | None = 
         stores.state.increment(layout.pipeline_counters(hour), dict(counts))
 
 
-def process_keys(
-    stores: Stores, keys: Iterable[str], *, known_apps: set[str] | None = None
-) -> list[ProcessOutcome]:
+def process_keys(stores: Stores, keys: Iterable[str]) -> list[ProcessOutcome]:
     """Process the named raw uploads and publish them; a key whose object is gone is skipped."""
-    outcomes = _process_many(stores, keys, set() if known_apps is None else known_apps)
+    outcomes = process_each(stores, keys, set())
     publish(stores, outcomes)
     return outcomes
 
 
-def _process_many(
-    stores: Stores, keys: Iterable[str], known_apps: set[str]
-) -> list[ProcessOutcome]:
+def process_each(stores: Stores, keys: Iterable[str], known_apps: set[str]) -> list[ProcessOutcome]:
+    """Process the named raw uploads without publishing: the caller publishes the batch."""
     outcomes = []
     for key in keys:
         if not key.startswith(layout.RAW_SCREEN_TIME):
@@ -489,7 +486,7 @@ def drain(
                 stores.queue.release(message, message.problem)
                 continue
             try:
-                outcomes = _process_many(stores, message.keys, known_apps)
+                outcomes = process_each(stores, message.keys, known_apps)
             except Exception as exc:  # one bad delivery must not stop the worker
                 log.exception("processing %s failed", message.keys)
                 summary.failed += 1
