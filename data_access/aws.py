@@ -104,7 +104,9 @@ INDEX_TABLE = TableSpec(
     ),
 )
 STATE_TABLE = TableSpec("state", partition_key=("name", "S"))
-RECORDS_TABLE = TableSpec("records", partition_key=("kind", "S"), sort_key=("key", "S"))
+RECORDS_TABLE = TableSpec(
+    "records", partition_key=("kind", "S"), sort_key=("key", "S"), ttl_attribute="ttl"
+)
 
 # Everything the bootstrap creates. A new store adds its spec here.
 TABLES: tuple[TableSpec, ...] = (CACHE_TABLE, INDEX_TABLE, STATE_TABLE, RECORDS_TABLE)
@@ -668,12 +670,18 @@ class DynamoRecordStore:
     """Small JSON documents: partition key ``kind``, sort key ``key``, body ``doc``.
 
     DynamoDB orders sort keys by their UTF-8 bytes, as SQLite orders TEXT, so ``scan``
-    returns the same order on both backends. A document must fit in one 400 KB item.
+    returns the same order on both backends. A document must fit in one 400 KB item. A
+    record written with ``expires_at`` carries ``ttl`` (epoch seconds, rounded up), the
+    table's TTL attribute: DynamoDB deletes it eventually, and reads treat it as absent
+    from then on.
     """
 
-    def __init__(self, client: Any, table_name: str) -> None:
+    def __init__(
+        self, client: Any, table_name: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.client = client
         self.table_name = table_name
+        self._clock = clock
 
     def _call(self, what: str, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -684,26 +692,49 @@ class DynamoRecordStore:
             raise _unavailable(f"dynamodb records {what} {self.table_name}", exc) from exc
 
     @staticmethod
-    def _item(kind: str, key: str, doc: dict) -> dict[str, dict[str, str]]:
+    def _item(
+        kind: str, key: str, doc: dict, expires_at: float | None = None
+    ) -> dict[str, dict[str, str]]:
         body = json.dumps(doc, separators=(",", ":"))
-        return {"kind": {"S": kind}, "key": {"S": key}, "doc": {"S": body}}
+        item = {"kind": {"S": kind}, "key": {"S": key}, "doc": {"S": body}}
+        if expires_at is not None:
+            item["ttl"] = {"N": str(math.ceil(expires_at))}
+        return item
 
-    def put(self, kind: str, key: str, doc: dict) -> None:
-        self._call("put", "put_item", Item=self._item(kind, key, doc))
+    def _live(self, item: dict[str, Any]) -> bool:
+        ttl = item.get("ttl")
+        return ttl is None or float(ttl["N"]) > self._clock()
 
-    def put_new(self, kind: str, key: str, doc: dict) -> bool:
+    def _conditional_put(self, what: str, item: dict, condition: str) -> bool:
         try:
             self._call(
-                "put_new",
+                what,
                 "put_item",
-                Item=self._item(kind, key, doc),
-                ConditionExpression="attribute_not_exists(#kind)",
-                ExpressionAttributeNames={"#kind": "kind"},
+                Item=item,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#kind": "kind", "#ttl": "ttl"},
+                ExpressionAttributeValues={":now": {"N": str(self._clock())}},
             )
         except ClientError as exc:  # only ConditionalCheckFailedException gets here
-            log.debug("record %s/%s exists: %s", kind, key, exc)
+            log.debug("record %s/%s: %s refused: %s", item["kind"], item["key"], what, exc)
             return False
         return True
+
+    def put(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> None:
+        self._call("put", "put_item", Item=self._item(kind, key, doc, expires_at))
+
+    def put_new(self, kind: str, key: str, doc: dict) -> bool:
+        # An expired item not yet deleted by the TTL sweep counts as absent.
+        return self._conditional_put(
+            "put_new", self._item(kind, key, doc), "attribute_not_exists(#kind) OR #ttl <= :now"
+        )
+
+    def replace(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> bool:
+        return self._conditional_put(
+            "replace",
+            self._item(kind, key, doc, expires_at),
+            "attribute_exists(#kind) AND (attribute_not_exists(#ttl) OR #ttl > :now)",
+        )
 
     def get(self, kind: str, key: str) -> dict | None:
         response = self._call(
@@ -713,7 +744,7 @@ class DynamoRecordStore:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return json.loads(item["doc"]["S"]) if item else None
+        return json.loads(item["doc"]["S"]) if item and self._live(item) else None
 
     def delete(self, kind: str, key: str) -> None:
         self._call("delete", "delete_item", Key={"kind": {"S": kind}, "key": {"S": key}})
@@ -744,7 +775,11 @@ class DynamoRecordStore:
             if start_key:
                 page_args["ExclusiveStartKey"] = start_key
             page = self._call("scan", "query", **page_args)
-            found.extend((item["key"]["S"], json.loads(item["doc"]["S"])) for item in page["Items"])
+            found.extend(
+                (item["key"]["S"], json.loads(item["doc"]["S"]))
+                for item in page["Items"]
+                if self._live(item)
+            )
             start_key = page.get("LastEvaluatedKey")
             if not start_key:
                 break

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import astuple
 from pathlib import Path, PurePosixPath
 
@@ -309,25 +309,55 @@ class SqliteStateStore(_Sqlite):
 class SqliteRecordStore(_Sqlite):
     schema = """
     CREATE TABLE IF NOT EXISTS records (
-        kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (kind, key)
+        kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL, expires_at REAL,
+        PRIMARY KEY (kind, key)
     ) WITHOUT ROWID;
     """
+    _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
-    def put(self, kind: str, key: str, doc: dict) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        super().__init__(path)
+        columns = [row[1] for row in self._execute("PRAGMA table_info(records)")]
+        if "expires_at" not in columns:  # a database from before records could expire
+            self._execute("ALTER TABLE records ADD COLUMN expires_at REAL")
+
+    @staticmethod
+    def _body(doc: dict) -> str:
+        return json.dumps(doc, separators=(",", ":"))
+
+    def put(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> None:
         self._execute(
-            "INSERT OR REPLACE INTO records (kind, key, doc) VALUES (?, ?, ?)",
-            (kind, key, json.dumps(doc, separators=(",", ":"))),
+            "INSERT OR REPLACE INTO records (kind, key, doc, expires_at) VALUES (?, ?, ?, ?)",
+            (kind, key, self._body(doc), expires_at),
         )
+        # Sweep now and then, as DynamoDB's TTL does, so expired records do not pile up.
+        if expires_at is not None and hash(key) % 64 == 0:
+            self._execute("DELETE FROM records WHERE expires_at <= ?", (self._clock(),))
 
     def put_new(self, kind: str, key: str, doc: dict) -> bool:
+        # An expired record not yet swept counts as absent: it is overwritten.
         self._execute(
-            "INSERT OR IGNORE INTO records (kind, key, doc) VALUES (?, ?, ?)",
-            (kind, key, json.dumps(doc, separators=(",", ":"))),
+            "INSERT INTO records (kind, key, doc) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc, expires_at = NULL"
+            " WHERE records.expires_at <= ?",
+            (kind, key, self._body(doc), self._clock()),
+        )
+        return self._execute("SELECT changes()")[0][0] == 1
+
+    def replace(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> bool:
+        self._execute(
+            "UPDATE records SET doc = ?, expires_at = ?"
+            f" WHERE kind = ? AND key = ? AND {self._LIVE}",
+            (self._body(doc), expires_at, kind, key, self._clock()),
         )
         return self._execute("SELECT changes()")[0][0] == 1
 
     def get(self, kind: str, key: str) -> dict | None:
-        rows = self._execute("SELECT doc FROM records WHERE kind = ? AND key = ?", (kind, key))
+        rows = self._execute(
+            f"SELECT doc FROM records WHERE kind = ? AND key = ? AND {self._LIVE}",
+            (kind, key, self._clock()),
+        )
         return json.loads(rows[0][0]) if rows else None
 
     def delete(self, kind: str, key: str) -> None:
@@ -339,8 +369,8 @@ class SqliteRecordStore(_Sqlite):
         order = "DESC" if newest_first else "ASC"
         rows = self._execute(
             f"SELECT key, doc FROM records WHERE kind = ? AND key >= ? AND key < ?"
-            f" ORDER BY key {order} LIMIT ?",
-            (kind, prefix, prefix + "\U0010ffff", limit),
+            f" AND {self._LIVE} ORDER BY key {order} LIMIT ?",
+            (kind, prefix, prefix + "\U0010ffff", self._clock(), limit),
         )
         return [(key, json.loads(doc)) for key, doc in rows]
 

@@ -131,17 +131,25 @@ class StateStore(Protocol):
 
 @runtime_checkable
 class RecordStore(Protocol):
-    """Small JSON documents by (kind, key): audit entries, API keys, alerts, deliveries.
+    """Small JSON documents by (kind, key): audit entries, API keys, alerts, deliveries,
+    signed-in sessions.
 
     Keys sort as strings, so time-ordered keys (e.g. ``f"{ts:017.6f}-{id}"``) list in time order.
     """
 
-    def put(self, kind: str, key: str, doc: dict) -> None: ...
+    def put(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> None:
+        """Write the document; with ``expires_at`` (epoch seconds) it is absent from then on."""
 
     def put_new(self, kind: str, key: str, doc: dict) -> bool:
         """Write only if the key is absent; False when it already exists (conditional write)."""
 
-    def get(self, kind: str, key: str) -> dict | None: ...
+    def replace(self, kind: str, key: str, doc: dict, *, expires_at: float | None = None) -> bool:
+        """Write only if a live (unexpired) record is there; False when there is none, so a
+        record deleted meanwhile stays deleted (conditional write)."""
+
+    def get(self, kind: str, key: str) -> dict | None:
+        """The document, or None when absent or expired (expired records may linger until
+        swept, DynamoDB's TTL deletes them only eventually, but are never returned)."""
 
     def delete(self, kind: str, key: str) -> None: ...
 

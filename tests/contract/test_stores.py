@@ -80,7 +80,7 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
         cache=SqliteCacheTable(db, clock=clock),
         index=SqliteMetadataIndex(db),
         state=SqliteStateStore(db),
-        records=SqliteRecordStore(db),
+        records=SqliteRecordStore(db, clock=clock),
         # No retry delay: a released message is due again at once.
         queue=SqliteUploadQueue(db, max_attempts=QUEUE_MAX_ATTEMPTS, retry_seconds=0),
         clock=clock,
@@ -88,7 +88,7 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
 
 
 def _aws_stores(request: pytest.FixtureRequest, clock: ManualClock) -> BackendStores:
-    from data_access.aws import DynamoCacheTable, SqsUploadQueue
+    from data_access.aws import DynamoCacheTable, DynamoRecordStore, SqsUploadQueue
     from tests.plugins.servers import create_upload_queues, delete_upload_queues
 
     stores = request.getfixturevalue("aws_stores")
@@ -102,7 +102,7 @@ def _aws_stores(request: pytest.FixtureRequest, clock: ManualClock) -> BackendSt
         cache=DynamoCacheTable(stores.cache.client, stores.cache.table_name, clock=clock),
         index=stores.index,
         state=stores.state,
-        records=stores.records,
+        records=DynamoRecordStore(stores.records.client, stores.records.table_name, clock=clock),
         queue=SqsUploadQueue(
             sqs,
             queues.url,
@@ -553,6 +553,39 @@ class StoreContract:
         assert [key for key, _ in records.scan("audit")] == sorted([*keys, "other-1"])
         assert records.scan("audit", prefix="zzz") == []
         assert records.scan("nothing") == []
+
+    def test_records_expired_record_is_absent(self, stores: BackendStores) -> None:
+        records, clock = stores.records, stores.clock
+        records.put("session", "s1", {"n": 1}, expires_at=clock.now + 10)
+        records.put("session", "s2", {"n": 2})
+        clock.advance(9)
+        assert records.get("session", "s1") == {"n": 1}
+        assert [key for key, _ in records.scan("session")] == ["s1", "s2"]
+        clock.advance(2)  # past the expiry; DynamoDB's TTL sweep has not run yet
+        assert records.get("session", "s1") is None
+        assert [key for key, _ in records.scan("session")] == ["s2"]
+        assert records.get("session", "s2") == {"n": 2}
+        # Absent means absent for a conditional write too.
+        assert records.put_new("session", "s1", {"n": 3}) is True
+        assert records.get("session", "s1") == {"n": 3}
+        clock.advance(3600)
+        assert records.get("session", "s1") == {"n": 3}  # put_new wrote no expiry
+
+    def test_records_replace_writes_only_over_a_live_record(self, stores: BackendStores) -> None:
+        records, clock = stores.records, stores.clock
+        assert records.replace("session", "s1", {"n": 1}) is False
+        assert records.get("session", "s1") is None  # nothing was created
+        records.put("session", "s1", {"n": 1}, expires_at=clock.now + 10)
+        assert records.replace("session", "s1", {"n": 2}, expires_at=clock.now + 20) is True
+        clock.advance(15)  # past the first expiry, within the replaced one
+        assert records.get("session", "s1") == {"n": 2}
+        clock.advance(10)
+        assert records.replace("session", "s1", {"n": 3}, expires_at=clock.now + 60) is False
+        assert records.get("session", "s1") is None
+        records.put("session", "s2", {"n": 1}, expires_at=clock.now + 60)
+        records.delete("session", "s2")
+        assert records.replace("session", "s2", {"n": 2}, expires_at=clock.now + 60) is False
+        assert records.get("session", "s2") is None
 
     # ------------------------------------------------------------------ upload queue
 
