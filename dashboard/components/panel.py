@@ -20,9 +20,10 @@ from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from flask import Flask, Response, g, has_request_context, request
 
+from auth.guard import current_user
 from dashboard.components.poll import PanelRunner, age_text
 from dashboard.components.url_state import ViewState
-from dashboard.export import export_href, sort_from_column_state
+from dashboard.export import EXPORT_ROLE, export_href, sort_from_column_state
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,12 @@ def grid_body(
     )
 
 
+def may_export() -> bool:
+    """Whether the user of this request may download CSV exports."""
+    user = current_user()
+    return user is not None and user.can(EXPORT_ROLE)
+
+
 def panel_card(
     panel: str,
     title: str,
@@ -198,9 +205,10 @@ def panel_card(
     export_href: str | None = None,
     class_name: str = "",
 ) -> Any:
-    """A panel card. ``export_href`` adds a CSV link (a grid panel updates it as it filters)."""
+    """A panel card. ``export_href`` adds a CSV link (a grid panel updates it as it filters)
+    for users allowed to export; others are not offered a link the server would refuse."""
     header_right: list[Any] = [html.Span(id=part(panel, "badge"), className="mc-badge-slot")]
-    if export_href is not None:
+    if export_href is not None and may_export():
         header_right.append(
             html.A(
                 "CSV",

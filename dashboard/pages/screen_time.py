@@ -14,6 +14,7 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, no_update
 
+from auth.guard import current_user
 from dashboard import figures
 from dashboard.components.controls import URL_ID, page_header, today_utc
 from dashboard.components.panel import (
@@ -61,6 +62,8 @@ TREND, DAY_APPS, DAY_HOURS, SESSIONS = (
     "customer-day-hours",
     "customer-sessions",
 )
+# dashboard/app.py's OPERATOR_OUTPUTS refuses the drill-down's callbacks below this role.
+CUSTOMER_ROLE = "operator"
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 SESSION_COLUMNS = [
@@ -97,6 +100,19 @@ def _fleet_tiles(frame):
 
 
 def _customer_section(view: ViewState) -> list[Any]:
+    user = current_user()
+    if user is None or not user.can(CUSTOMER_ROLE):
+        # Not offered what the server would refuse: a shared drill-down link says so once
+        # instead of rendering panels whose polls would each get a 403.
+        wanted = f" ({view.customer})" if view.customer else ""
+        return [
+            html.Div(
+                f"Customer drill-down{wanted} needs the operator role; the fleet panels "
+                "above are open to every role.",
+                className="mc-empty-hint",
+                id="customer-needs-operator",
+            )
+        ]
     picker = dcc.Dropdown(
         id=CUSTOMER_PICKER,
         options=[view.customer] if view.customer else [],

@@ -353,6 +353,19 @@ def test_a_viewer_sees_aggregates_but_not_customers_or_exports(lake: DataSetting
     assert operator.get(f"/export/customer-trend.csv?customer={customer}").status_code == 200
 
 
+def test_a_viewer_is_not_offered_the_customer_picker_or_csv_links(lake: DataSettings):
+    search = f"?customer={customer_id(0)}&day={TODAY.isoformat()}"
+    viewer = create_app(_env(lake, DEV_ROLE="viewer")).test_client()
+    page = json.dumps(_answer(_render(viewer, "/screen-time", search)))
+    assert "customer-needs-operator" in page and customer_id(0) in page
+    assert "screen-customer" not in page and "customer-trend" not in page
+    assert "mc-export" not in page
+    operator = create_app(_env(lake, DEV_ROLE="operator")).test_client()
+    page = json.dumps(_answer(_render(operator, "/screen-time", search)))
+    assert "customer-needs-operator" not in page
+    assert "screen-customer" in page and "customer-trend" in page and "mc-export" in page
+
+
 def test_a_viewer_gets_a_weeks_totals_but_not_its_orders(lake: DataSettings):
     week = {"week": (TODAY - dt.timedelta(days=TODAY.weekday())).isoformat()}
     viewer = create_app(_env(lake, DEV_ROLE="viewer")).test_client()
