@@ -27,6 +27,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
+from auth.provider import ProviderBusy, ProviderGate, get_within
+
 ALB_DATA_HEADER = "x-amzn-oidc-data"
 ALB_SESSION_COOKIE_PREFIX = "AWSELBAuthSessionCookie"
 # AWS key ids are UUIDs; anything else is refused before it can reach the key URL.
@@ -77,6 +79,7 @@ class AlbVerifier:
         expected_issuer: str = "",
         expected_client: str = "",
         timeout_seconds: float = 3.0,
+        max_concurrent_fetches: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.key_url_template = key_url_template
@@ -84,7 +87,10 @@ class AlbVerifier:
         self.leeway_seconds = leeway_seconds
         self.expected_issuer = expected_issuer
         self.expected_client = expected_client
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds = timeout_seconds  # whole-call deadline of one key fetch
+        # Key fetches happen on ordinary requests: a hung key endpoint may hold only this
+        # many threads of the worker; the rest get a 503 at once.
+        self.gate = ProviderGate(max_concurrent_fetches)
         self.clock = clock
         self._keys: OrderedDict[str, ECKey] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when to ask again
@@ -141,7 +147,9 @@ class AlbVerifier:
                 raise AlbTokenRejected(f"no public key for kid {kid} (remembered)")
         url = self.key_url_template.replace("{kid}", kid)
         try:
-            response = requests.get(url, timeout=self.timeout_seconds)
+            response = get_within(url, self.timeout_seconds, self.gate)
+        except ProviderBusy:
+            raise AlbKeyUnavailable("key endpoint busy: every fetch slot is in use") from None
         except requests.RequestException as exc:
             raise AlbKeyUnavailable(f"key endpoint unreachable: {type(exc).__name__}") from None
         if response.status_code in (403, 404):

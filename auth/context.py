@@ -24,7 +24,7 @@ from flask import (
 from auth.alb import AlbVerifier
 from auth.audit import AuditLog
 from auth.oidc import OidcSignIn
-from auth.pages import error_page
+from auth.pages import RETRY_AFTER_SECONDS, error_page
 from auth.roles import ROLES, User
 from auth.session import requested_path, safe_next
 from auth.settings import AuthSettings
@@ -99,6 +99,8 @@ def json_error(status: int, message: str, **extra: object) -> Response:
     response = jsonify(error=message, status=status, **extra)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

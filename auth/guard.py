@@ -143,6 +143,7 @@ def init_auth(server: Flask, settings: AuthSettings, records: AuditRecords | Non
             expected_issuer=settings.oidc_issuer,
             expected_client=settings.oidc_client_id,
             timeout_seconds=settings.oidc_timeout_seconds,
+            max_concurrent_fetches=settings.oidc_max_concurrent_calls,
         )
     else:
         state.dev_user = User(

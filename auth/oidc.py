@@ -16,6 +16,11 @@ whatever the discovery document says:
 11. ``nonce`` equals the one sent with this sign-in
 plus ``at_hash`` when present. Authlib's JOSE layer (joserfc) raises errors that do not
 derive from Authlib's base error; every failure becomes a ``SignInFailed``.
+
+Every call to the provider goes through ``auth.provider``: a whole-call deadline
+(``OIDC_TIMEOUT_SECONDS``, shared by one sign-in's calls), a per-worker bound on threads
+calling or waiting (``OIDC_MAX_CONCURRENT_CALLS``), and discovery and the JWKS kept for
+``OIDC_CACHE_SECONDS`` and refreshed by one thread at a time.
 """
 
 from __future__ import annotations
@@ -26,11 +31,19 @@ from dataclasses import dataclass
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
-from authlib.integrations.flask_client import OAuth
+from authlib.integrations.flask_client import FlaskOAuth2App, OAuth
 from authlib.oidc.core import CodeIDToken
 from flask import Flask, Response, request, session
 from joserfc.errors import InvalidClaimError, JoseError, UnsupportedAlgorithmError
 
+from auth.provider import (
+    DeadlineOAuth2Session,
+    ProviderBusy,
+    ProviderGate,
+    SingleFlightCache,
+    call_budget,
+    get_within,
+)
 from auth.roles import claim_at_path
 from auth.settings import AuthSettings
 
@@ -83,6 +96,23 @@ class IdTokenClaims(CodeIDToken):
             raise InvalidClaimError("aud")
 
 
+class CachedProviderApp(FlaskOAuth2App):
+    """Authlib's Flask client reading discovery and the JWKS from single-flight caches
+    instead of its own per-process dict (which it never refreshes), and calling the
+    provider through deadline-bounded sessions."""
+
+    client_cls = DeadlineOAuth2Session
+    discovery: SingleFlightCache[dict]
+    jwks: SingleFlightCache[dict]
+
+    def load_server_metadata(self) -> dict:
+        return self.discovery.get()
+
+    def fetch_jwk_set(self, force: bool = False) -> dict:
+        # force: the ID token names a key the cached set lacks (the provider rotated keys).
+        return self.jwks.get(force=force)
+
+
 def discovery_url(issuer: str) -> str:
     # OpenID Connect Discovery 1.0 section 4: drop a trailing slash, then append.
     return issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -91,9 +121,11 @@ def discovery_url(issuer: str) -> str:
 class OidcSignIn:
     def __init__(self, server: Flask, settings: AuthSettings) -> None:
         self.settings = settings
+        self.gate = ProviderGate(settings.oidc_max_concurrent_calls)
         oauth = OAuth(server)
-        self.client = oauth.register(
+        self.client: CachedProviderApp = oauth.register(
             name=CLIENT_NAME,
+            client_cls=CachedProviderApp,
             client_id=settings.oidc_client_id,
             client_secret=settings.oidc_client_secret,
             server_metadata_url=discovery_url(settings.oidc_issuer),
@@ -101,21 +133,39 @@ class OidcSignIn:
                 "scope": settings.oidc_scopes,
                 "code_challenge_method": "S256",
                 "token_endpoint_auth_method": "client_secret_basic",
-                "default_timeout": settings.oidc_timeout_seconds,
+                "provider_gate": self.gate,
+                "call_seconds": settings.oidc_timeout_seconds,
             },
         )
+        cached = {
+            "ttl_seconds": settings.oidc_cache_seconds,
+            "gate": self.gate,
+            "wait_seconds": settings.oidc_timeout_seconds,
+        }
+        self.discovery = self.client.discovery = SingleFlightCache(self._fetch_discovery, **cached)
+        self.jwks = self.client.jwks = SingleFlightCache(self._fetch_jwks, **cached)
 
     def metadata(self) -> dict:
-        """The discovery document, loaded once; its issuer must be the configured one."""
+        """The discovery document, from the cache or fetched by one thread at a time."""
         try:
-            metadata = self.client.load_server_metadata()
+            return self.discovery.get()
+        except ProviderBusy:
+            raise _busy() from None
         except (requests.RequestException, ValueError) as exc:
-            self.client.server_metadata.clear()
             raise _unreachable("discovery", exc) from None
+
+    def _fetch_discovery(self) -> dict:
+        response = get_within(
+            discovery_url(self.settings.oidc_issuer), self.settings.oidc_timeout_seconds, self.gate
+        )
+        response.raise_for_status()
+        metadata = response.json()
+        if not isinstance(metadata, dict):
+            raise ValueError("the discovery document is not a JSON object")
         if metadata.get("issuer") != self.settings.oidc_issuer:
             found = metadata.get("issuer")
-            # Forget it, so a fixed provider or configuration is picked up on the next try.
-            self.client.server_metadata.clear()
+            # Raised from the fetch, so the document is not cached: a fixed provider or
+            # configuration is picked up on the next try.
             raise SignInFailed(
                 "issuer-mismatch",
                 503,
@@ -125,19 +175,38 @@ class OidcSignIn:
             )
         return metadata
 
+    def _fetch_jwks(self) -> dict:
+        uri = self.metadata().get("jwks_uri")
+        if not uri:
+            raise ValueError('the discovery document has no "jwks_uri"')
+        response = get_within(uri, self.settings.oidc_timeout_seconds, self.gate)
+        response.raise_for_status()
+        key_set = response.json()
+        if not isinstance(key_set, dict) or not isinstance(key_set.get("keys"), list):
+            raise ValueError("the JWKS is not a JSON object with keys")
+        return key_set
+
     def begin(self, redirect_uri: str) -> Response:
         """The redirect to the provider's authorization endpoint."""
-        # Fresh discovery per sign-in: a worker must not send users to a provider that is down.
-        self.client.server_metadata.clear()
-        self.metadata()
-        _forget_older_attempts(keep=MAX_PENDING_SIGN_INS - 1)
-        try:
-            return self.client.authorize_redirect(redirect_uri)
-        except (requests.RequestException, AuthlibBaseError, RuntimeError) as exc:
-            raise _unreachable("authorization request", exc) from None
+        with call_budget(self.settings.oidc_timeout_seconds):
+            # Discovery within OIDC_CACHE_SECONDS is reused; a failed refresh drops it, so
+            # users are not sent to a provider known to be down.
+            self.metadata()
+            _forget_older_attempts(keep=MAX_PENDING_SIGN_INS - 1)
+            try:
+                return self.client.authorize_redirect(redirect_uri)
+            except ProviderBusy:
+                raise _busy() from None
+            except (requests.RequestException, AuthlibBaseError, RuntimeError) as exc:
+                raise _unreachable("authorization request", exc) from None
 
     def finish(self) -> SignedIn:
         """Check the callback, exchange the code, validate the ID token, and read the claims."""
+        # One deadline for the whole callback: discovery, token, JWKS and userinfo together.
+        with call_budget(self.settings.oidc_timeout_seconds):
+            return self._finish()
+
+    def _finish(self) -> SignedIn:
         error = request.args.get("error")
         if error:
             # The provider sends the user back without a code: nothing is exchanged.
@@ -171,6 +240,8 @@ class OidcSignIn:
                 claims_options=self._claims_options(),
                 leeway=self.settings.oidc_leeway_seconds,
             )
+        except ProviderBusy:
+            raise _busy() from None
         except MismatchingStateError:
             raise SignInFailed(
                 "state-mismatch",
@@ -230,6 +301,8 @@ class OidcSignIn:
         access = {key: value for key, value in token.items() if key != "userinfo"}
         try:
             info = dict(self.client.userinfo(token=access))
+        except ProviderBusy:
+            raise _busy() from None
         except (requests.RequestException, AuthlibBaseError, ValueError) as exc:
             raise _unreachable("userinfo", exc) from None
         if info.get("sub") != claims.get("sub"):
@@ -245,7 +318,8 @@ class OidcSignIn:
     def logout_url(self, id_token: str, post_logout_redirect_uri: str) -> str | None:
         """The provider's end-session URL, or None when it has none or cannot be reached."""
         try:
-            metadata = self.metadata()
+            with call_budget(self.settings.oidc_timeout_seconds):
+                metadata = self.metadata()
         except SignInFailed as exc:
             log.warning("provider logout skipped: %s", exc)
             return None
@@ -283,6 +357,16 @@ def _forget_older_attempts(keep: int) -> None:
     )
     for key in pending[: max(len(pending) - keep, 0)]:
         session.pop(key, None)
+
+
+def _busy() -> SignInFailed:
+    return SignInFailed(
+        "provider-busy",
+        503,
+        "The identity provider is busy: other sign-ins are waiting for it. Please try "
+        "again in a moment.",
+        "every OIDC_MAX_CONCURRENT_CALLS slot of this worker is in use",
+    )
 
 
 def _unreachable(step: str, exc: Exception) -> SignInFailed:

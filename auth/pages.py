@@ -12,6 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from flask import Response
 from markupsafe import Markup, escape
 
+# What a 503 asks clients to wait before retrying: about one provider deadline
+# (OIDC_TIMEOUT_SECONDS' default), by when a refresh under way has finished or given up.
+RETRY_AFTER_SECONDS = 5
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f5f6f8;
 color:#1d2330}
@@ -84,6 +88,8 @@ def html_page(
         body += Markup("<p class='muted'>Reference: <code>{}</code></p>").format(reference)
     response = Response(_document(title, body), status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

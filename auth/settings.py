@@ -23,7 +23,13 @@ variable                   meaning                                     default
 ``ROLE_MAP``               ``group=role,...``; roles are viewer,       required for ``oidc``
                            operator, admin; the highest match wins     and ``alb``
 ``OIDC_LEEWAY_SECONDS``    clock skew allowed on exp/iat/nbf           ``60``
-``OIDC_TIMEOUT_SECONDS``   timeout of each call to the provider        ``5``
+``OIDC_TIMEOUT_SECONDS``   whole-call deadline of each call to the     ``5``
+                           provider (and of one sign-in's calls
+                           together); also the ALB key fetch's
+``OIDC_CACHE_SECONDS``     how long discovery and the JWKS are kept    ``300``
+``OIDC_MAX_CONCURRENT_CALLS`` threads per worker that may call or     ``2``
+                           wait on the provider at once; more get a
+                           503 "busy" page at once
 ``SESSION_IDLE_MINUTES``   a session unused this long ends             ``60``
 ``SESSION_MAX_HOURS``      a session ends this long after sign-in      ``12``
 ``ALB_REGION``             region of the load balancer (key URL)       empty
@@ -121,6 +127,8 @@ class AuthSettings:
     role_map: tuple[tuple[str, str], ...] = ()
     oidc_leeway_seconds: int = 60
     oidc_timeout_seconds: int = 5
+    oidc_cache_seconds: int = 300
+    oidc_max_concurrent_calls: int = 2
     session_idle_minutes: int = 60
     session_max_hours: int = 12
     alb_region: str = ""
@@ -158,6 +166,10 @@ class AuthSettings:
             role_map=parse_role_map(env.get("ROLE_MAP", "")),
             oidc_leeway_seconds=_int(env, "OIDC_LEEWAY_SECONDS", cls.oidc_leeway_seconds),
             oidc_timeout_seconds=_int(env, "OIDC_TIMEOUT_SECONDS", cls.oidc_timeout_seconds),
+            oidc_cache_seconds=_int(env, "OIDC_CACHE_SECONDS", cls.oidc_cache_seconds),
+            oidc_max_concurrent_calls=_int(
+                env, "OIDC_MAX_CONCURRENT_CALLS", cls.oidc_max_concurrent_calls
+            ),
             session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", cls.session_idle_minutes),
             session_max_hours=_int(env, "SESSION_MAX_HOURS", cls.session_max_hours),
             alb_region=region,
@@ -205,6 +217,10 @@ class AuthSettings:
                 found.append("AUTH_MODE=alb needs ALB_REGION, or ALB_KEY_URL containing {kid}")
         if self.mode in ("oidc", "alb") and not self.role_map:
             found.append(f"AUTH_MODE={self.mode} needs ROLE_MAP (group=role,...)")
+        if self.mode in ("oidc", "alb") and (
+            self.oidc_timeout_seconds < 1 or self.oidc_max_concurrent_calls < 1
+        ):
+            found.append("OIDC_TIMEOUT_SECONDS and OIDC_MAX_CONCURRENT_CALLS must be at least 1")
         if self.session_idle_minutes < 1 or self.session_max_hours < 1:
             found.append("SESSION_IDLE_MINUTES and SESSION_MAX_HOURS must be at least 1")
         return found

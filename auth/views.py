@@ -28,6 +28,7 @@ FAILURE_TITLES = {
     "cancelled": "Sign-in cancelled",
     "state-mismatch": "Sign-in expired",
     "provider-unreachable": "Identity provider unavailable",
+    "provider-busy": "Identity provider busy",
     "issuer-mismatch": "Sign-in misconfigured",
 }
 MAX_AUDIT_ROWS = 1000
