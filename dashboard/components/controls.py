@@ -23,6 +23,7 @@ from dashboard.components.url_state import (
     custom_range,
     parse_date,
     query_param,
+    resolve_range,
     search_with,
 )
 
@@ -156,6 +157,12 @@ def next_range_search(
     the URL and nothing changes.
     """
     current = query_param(search, "range") or DEFAULT_RANGE
+    try:
+        resolve_range(current, today_utc())
+    except BadParameter:
+        # The page shows the default range and says why; rendering the pickers must not
+        # rewrite the URL, which would re-render the page without that notice.
+        current = DEFAULT_RANGE
     # "custom" only shows the date picker; the dates count while it is on "custom" (or
     # while the URL already holds dates).
     picking_dates = preset == CUSTOM_RANGE or current not in RANGE_PRESETS

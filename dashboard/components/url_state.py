@@ -166,7 +166,8 @@ def parse_view_state(
     except BadParameter as exc:
         if strict:
             raise
-        problems.append(f"Ignored range: {exc}")
+        shown = RANGE_PRESETS[DEFAULT_RANGE].lower()
+        problems.append(f"Unknown range {str(token)[:40]!r}; showing the {shown} ({exc}).")
         token = DEFAULT_RANGE
         start, end = resolve_range(token, today)
     week = attempt("week", lambda value: week_start(parse_date(value, "week")))

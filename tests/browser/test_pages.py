@@ -99,3 +99,15 @@ def test_health_page_shows_every_dependency(page, live_server, sample_lake):
     live = page.locator(dom_id("health-pipeline-live", "content")).inner_text()
     assert "Cache hit ratio" in live and "%" in live
     assert page.locator("#tile-health-live-cpu .mc-tile-value").inner_text().endswith("%")
+
+
+def test_an_unknown_range_in_the_url_is_named_on_the_page_and_kept_in_the_url(page):
+    page.goto(f"{PAGES['revenue']}?range=bogus")
+    wait_for_panels(page)
+    notice = page.locator(".alert-warning")
+    expect(notice).to_contain_text("Unknown range 'bogus'; showing the last 7 days")
+    # The pickers render with the default range without rewriting the URL (and the notice).
+    with page.expect_response(lambda response: "/_dash-update-component" in response.url):
+        pass  # one more exchange with the server after the page settled
+    assert page.url.endswith("range=bogus")
+    expect(notice).to_be_visible()
