@@ -88,6 +88,24 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from pipeline.sql import SqlError, athena_view_ddl, connect, format_result, run_query
+
+    if args.athena_ddl:
+        print(athena_view_ddl(args.database))
+        return 0
+    if not args.query:
+        print("a query is needed (or --athena-ddl)", file=sys.stderr)
+        return 2
+    try:
+        result = run_query(connect(DataSettings.from_env()), args.query)
+    except SqlError as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    print(format_result(result, args.format))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     # gunicorn runs the dashboard in its own process; the pipeline never imports the dashboard.
     command = [
@@ -323,6 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bootstrap", help="create the buckets and tables the AWS backend needs"
     ).set_defaults(func=cmd_bootstrap)
+
+    sql = sub.add_parser(
+        "sql", help="run SQL over the lake on DuckDB, with the table names Athena has"
+    )
+    sql.add_argument("query", nargs="?", help='e.g. "SELECT count(*) FROM screen_time"')
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument(
+        "--athena-ddl", action="store_true", help="print the views' Athena DDL instead"
+    )
+    sql.add_argument(
+        "--database", default="mission_control_lake", help="Glue database (--athena-ddl)"
+    )
+    sql.set_defaults(func=cmd_sql)
 
     serve = sub.add_parser("serve", help="serve the dashboard with gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
