@@ -192,12 +192,12 @@ def revenue_trend(daily: pd.DataFrame) -> Figure:
         "data": [
             {
                 "type": "bar",
-                "name": "Orders",
+                "name": "Orders (right axis)",
                 "x": days,
                 "y": _ints(daily["orders"]),
                 "yaxis": "y2",
                 "marker": {"color": MUTED},
-                "hovertemplate": "%{x|%a %d %b}<br>%{y:,} orders<extra></extra>",
+                "hovertemplate": "%{y:,} orders<extra></extra>",
             },
             {
                 "type": "scatter",
@@ -209,11 +209,17 @@ def revenue_trend(daily: pd.DataFrame) -> Figure:
                 "fill": "tozeroy",
                 "fillcolor": "rgba(59,111,212,0.12)",
                 "marker": {"size": 6},
-                "hovertemplate": "%{x|%a %d %b}<br>" + CURRENCY + "%{y:,.2f}<extra></extra>",
+                "hovertemplate": CURRENCY + "%{y:,.2f} revenue<extra></extra>",
             },
         ],
         "layout": _layout(
-            yaxis={"tickprefix": CURRENCY, "tickformat": ",.0f", "title": {"text": "Revenue"}},
+            # The unified hover's heading is the day; each series' line carries its unit.
+            xaxis={"hoverformat": "%a %d %b %Y"},
+            yaxis={
+                "tickprefix": CURRENCY,
+                "tickformat": ",.0f",
+                "title": {"text": f"Revenue ({CURRENCY})"},
+            },
             yaxis2={
                 "overlaying": "y",
                 "side": "right",
@@ -223,8 +229,10 @@ def revenue_trend(daily: pd.DataFrame) -> Figure:
                 "tickformat": ",d",
                 "title": {"text": "Orders"},
             },
-            margin={"r": 56},
+            margin={"r": 56, "t": 36},
             hovermode="x unified",
+            showlegend=True,
+            legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
         ),
     }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,9 @@ METRIC_LABELS = {
     "net_bytes_sent": "Sent",
     "net_bytes_recv": "Received",
     "request_rate": "Requests/s",
-    "latency_p50_ms": "p50",
-    "latency_p95_ms": "p95",
-    "latency_p99_ms": "p99",
+    "latency_p50_ms": "Latency p50",
+    "latency_p95_ms": "Latency p95",
+    "latency_p99_ms": "Latency p99",
     "error_rate": "Error rate",
     "active_users": "Active users",
 }
@@ -89,23 +89,36 @@ def _host_color(hosts: Sequence[str], host: str) -> str:
     return PALETTE[sorted(hosts).index(host) % len(PALETTE)]
 
 
-def per_host_cell(metrics: pd.DataFrame, metric: str, title: str, unit: str) -> Cell:
+def host_label(host: object, sample_hosts: Collection[str] = ()) -> str:
+    """A host's legend name; generated sample hosts say so, apart from real machines."""
+    return f"{host} (sample)" if host in sample_hosts else str(host)
+
+
+def per_host_cell(
+    metrics: pd.DataFrame,
+    metric: str,
+    title: str,
+    unit: str,
+    sample_hosts: Collection[str] = (),
+) -> Cell:
     """One line per host, coloured by host so every cell of a grid agrees."""
     rows = metrics[metrics["metric"] == metric]
     hosts = sorted(metrics["host"].dropna().unique().tolist())
-    traces = [
-        {
-            "type": "scatter",
-            "mode": "lines",
-            "name": str(host),
-            "legendgroup": str(host),
-            "line": {"width": 1.5, "color": _host_color(hosts, host)},
-            "x": _timestamps(group["ts"]),
-            "y": group["value"].round(3).tolist(),
-            "hovertemplate": f"%{{y:.1f}} {unit}<extra>{host}</extra>",
-        }
-        for host, group in rows.groupby("host", sort=True)
-    ]
+    traces = []
+    for host, group in rows.groupby("host", sort=True):
+        label = host_label(host, sample_hosts)
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": label,
+                "legendgroup": label,
+                "line": {"width": 1.5, "color": _host_color(hosts, host)},
+                "x": _timestamps(group["ts"]),
+                "y": group["value"].round(3).tolist(),
+                "hovertemplate": f"%{{y:.1f}} {unit}<extra>{label}</extra>",
+            }
+        )
     return Cell(title, unit, traces)
 
 
@@ -147,8 +160,11 @@ def grid_figure(cells: Sequence[Cell], *, columns: int = 2) -> Figure:
     data: list[dict[str, Any]] = []
     layout: dict[str, Any] = {
         "grid": {"rows": rows, "columns": columns, "pattern": "independent"},
-        "margin": {"l": 56, "r": 16, "t": 28, "b": 36},
-        "showlegend": False,
+        # Room at the bottom for the legend below the last row's date labels.
+        "margin": {"l": 56, "r": 16, "t": 28, "b": 64},
+        # One legend entry per series name (a host appears in several cells), under the grid.
+        "showlegend": True,
+        "legend": {"orientation": "h", "x": 0, "y": 0, "yref": "container", "yanchor": "bottom"},
         "hovermode": "x unified",
         "uirevision": "keep",
         "annotations": [],
@@ -160,7 +176,13 @@ def grid_figure(cells: Sequence[Cell], *, columns: int = 2) -> Figure:
         for trace in cell.traces:
             group = trace.get("legendgroup", trace["name"])
             data.append(
-                {**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "showlegend": False}
+                {
+                    **trace,
+                    "legendgroup": group,
+                    "xaxis": f"x{suffix}",
+                    "yaxis": f"y{suffix}",
+                    "showlegend": group not in seen_legend,
+                }
             )
             seen_legend.add(group)
         layout[f"xaxis{suffix}"] = {"type": "date", "showgrid": False, "automargin": True}
@@ -185,13 +207,13 @@ def grid_figure(cells: Sequence[Cell], *, columns: int = 2) -> Figure:
     return {"data": data, "layout": layout}
 
 
-def host_history(metrics: pd.DataFrame) -> Figure:
+def host_history(metrics: pd.DataFrame, sample_hosts: Collection[str] = ()) -> Figure:
     """CPU, memory and disk of each host, and the fleet's network bytes."""
     return grid_figure(
         [
-            per_host_cell(metrics, "cpu_percent", "CPU by host", "%"),
-            per_host_cell(metrics, "memory_percent", "Memory by host", "%"),
-            per_host_cell(metrics, "disk_percent", "Disk by host", "%"),
+            per_host_cell(metrics, "cpu_percent", "CPU by host", "%", sample_hosts),
+            per_host_cell(metrics, "memory_percent", "Memory by host", "%", sample_hosts),
+            per_host_cell(metrics, "disk_percent", "Disk by host", "%", sample_hosts),
             fleet_cell(
                 metrics, NETWORK_METRICS, "Network, all hosts (per 5 min)", "MB", scale=1e-6
             ),

@@ -39,6 +39,8 @@ class DashboardSettings:
     # External endpoints probed on the system-health view: "name=url,name=url".
     health_endpoints: tuple[tuple[str, str], ...] = ()
     probe_timeout_seconds: float = 2.0
+    # Hosts whose metrics the sample generator wrote: Health labels them "(sample)".
+    sample_hosts: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.refresh_default_ms not in (0, *self.refresh_choices_ms):
@@ -77,5 +79,8 @@ class DashboardSettings:
             health_endpoints=tuple(endpoints),
             probe_timeout_seconds=float(
                 env.get("PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)
+            ),
+            sample_hosts=frozenset(
+                filter(None, (host.strip() for host in env.get("SAMPLE_HOSTS", "").split(",")))
             ),
         )

@@ -11,6 +11,8 @@ mkdir -p var/prometheus
 export PROMETHEUS_MULTIPROC_DIR="$PWD/var/prometheus"
 # Roll up every minute so the KPIs visibly move while you watch.
 export ROLLUP_INTERVAL_SECONDS=${ROLLUP_INTERVAL_SECONDS:-60}
+# The generator's hosts (`make sample`), told apart from this machine on the Health page.
+export SAMPLE_HOSTS=${SAMPLE_HOSTS:-web-1,web-2}
 if [[ ! -s var/simulator.key ]]; then
     "$BIN/mission-control" api-key create --name simulator --scope ingest \
         --token-file var/simulator.key >/dev/null

@@ -392,7 +392,14 @@ def register(app: dash.Dash, services: Services) -> None:
     @panel_callback(app, runner, HOST_HISTORY, "figure")
     def host_history(_tick, shown, client, _state):
         query = metrics_query(time.time())
-        return runner.answer(HOST_HISTORY, query, shown, client, figures.host_history).outputs()
+        sample_hosts = services.settings.sample_hosts
+        return runner.answer(
+            HOST_HISTORY,
+            query,
+            shown,
+            client,
+            lambda frame: figures.host_history(frame, sample_hosts),
+        ).outputs()
 
     @panel_callback(app, runner, APP_LATEST, "tiles")
     def app_latest(_tick, shown, client, _state):

@@ -100,6 +100,11 @@ def test_revenue_trend_plots_revenue_and_orders_per_day_in_date_order():
     assert revenue["y"] == [10.25, 20.5]
     assert orders["y"] == [1, 3]
     assert orders["yaxis"] == "y2"
+    # Both series are named in a legend, and each hover line carries its unit.
+    assert figure["layout"]["showlegend"] is True
+    assert (revenue["name"], orders["name"]) == ("Revenue", "Orders (right axis)")
+    assert revenue["hovertemplate"].startswith(figures.CURRENCY)
+    assert "orders" in orders["hovertemplate"]
     _assert_json(figure)
 
 

@@ -377,6 +377,29 @@ def test_host_history_has_one_trace_per_host_and_a_cell_per_chart():
     assert figure["layout"]["grid"]["rows"] == 2
 
 
+def test_history_legends_name_each_host_once_and_mark_sample_hosts():
+    frame = _metrics()
+    figure = figures.host_history(frame, sample_hosts={"web-2"})
+    assert figure["layout"]["showlegend"] is True
+    shown = [trace["name"] for trace in figure["data"] if trace["showlegend"]]
+    # A host has a line in three cells but one legend entry, which toggles all three.
+    assert sorted(shown) == ["web-1", "web-2 (sample)"]
+    cpu = [trace for trace in figure["data"] if trace["yaxis"] == "y"]
+    assert all("%" in trace["hovertemplate"] for trace in cpu)
+
+
+def test_latency_lines_are_named_and_hover_in_milliseconds():
+    rows = [
+        {"ts": pd.Timestamp("2026-01-01T00:00Z"), "host": "web-1", "metric": metric, "value": v}
+        for metric, v in zip(figures.LATENCY_METRICS, (10.0, 50.0, 90.0), strict=True)
+    ]
+    figure = figures.app_history(pd.DataFrame(rows))
+    latency = [trace for trace in figure["data"] if trace["yaxis"] == "y2"]
+    assert [trace["name"] for trace in latency] == ["Latency p50", "Latency p95", "Latency p99"]
+    assert all(trace["showlegend"] for trace in latency)
+    assert all(" ms<extra>" in trace["hovertemplate"] for trace in latency)
+
+
 def test_history_of_an_empty_frame_says_no_data():
     empty = pd.DataFrame({"ts": [], "host": [], "metric": [], "value": []})
     figure = figures.app_history(empty)
