@@ -76,15 +76,21 @@ class ProviderGate:
     def __init__(self, size: int, slot_wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
         self.size = size
         self.slot_wait_seconds = slot_wait_seconds
+        self.in_use = 0  # slots held now, for logs and tests
         self._slots = threading.BoundedSemaphore(size)
+        self._count_lock = threading.Lock()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         if not self._slots.acquire(timeout=self.slot_wait_seconds):
             raise ProviderBusy(f"all {self.size} identity provider slots are in use")
+        with self._count_lock:
+            self.in_use += 1
         try:
             yield
         finally:
+            with self._count_lock:
+                self.in_use -= 1
             self._slots.release()
 
 
