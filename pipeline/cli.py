@@ -61,8 +61,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def cmd_rollup(args: argparse.Namespace) -> int:
     from pipeline.rollup import rollup_all
+    from pipeline.sql import export_app_dimension
 
-    _print(rollup_all(_stores()))
+    stores = _stores()
+    _print(rollup_all(stores))
+    # SQL joins the app dimension from the lake; the dashboard reads it from the records.
+    export_app_dimension(stores)
     return 0
 
 

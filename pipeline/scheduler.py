@@ -100,6 +100,7 @@ def run_pipeline(stores: Stores, *, now: float | None = None) -> dict:
     from pipeline.events import compact_events, compact_metrics
     from pipeline.process import drain
     from pipeline.rollup import rollup_all
+    from pipeline.sql import export_app_dimension
 
     now = time.time() if now is None else now
     since = _hour(dt.datetime.fromtimestamp(now, dt.UTC) - dt.timedelta(days=1)).replace(hour=0)
@@ -107,6 +108,7 @@ def run_pipeline(stores: Stores, *, now: float | None = None) -> dict:
     events = compact_events(stores, since_hour=since, now=now)
     metrics = compact_metrics(stores, since_hour=since, now=now)
     rollup = rollup_all(stores)
+    export_app_dimension(stores)
     return {
         "uploads_processed": processed.processed + processed.replaced,
         "uploads_quarantined": processed.quarantined,
