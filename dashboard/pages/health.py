@@ -123,9 +123,7 @@ def status_tile(result: ProbeResult) -> dbc.Col:
                     className="d-flex justify-content-between align-items-start gap-2",
                 ),
                 html.Div(latency or "\u00a0", className="mc-tile-value"),
-                html.Div(
-                    result.detail, className="mc-tile-note text-truncate", title=result.detail
-                ),
+                html.Div(result.detail, className="mc-tile-note health-detail"),
             ],
             className=f"mc-tile health-tile border-start border-4 border-{color}",
             **{"data-status": result.status, "data-probe": result.name},

@@ -87,6 +87,11 @@ def test_health_page_shows_every_dependency(page, live_server, sample_lake):
     assert statuses["Identity provider"] == "unconfigured"
     identity = tiles.filter(has_text="Identity provider")
     assert "not configured (dev sign-in)" in identity.inner_text()
+    # Each probe's detail is shown whole: it wraps instead of being cut with an ellipsis.
+    cut = tiles.locator(".mc-tile-note").evaluate_all(
+        "notes => notes.filter(n => n.scrollWidth > n.clientWidth).map(n => n.textContent)"
+    )
+    assert cut == []
 
     stats = health.pipeline_query(time.time()).load(sample_lake.stores())
     numbers = figures.pipeline_numbers(stats)
