@@ -6,11 +6,12 @@ feature (SeaweedFS: public access block, lifecycle; DynamoDB Local: point-in-tim
 recovery) it adds a ``"skipped: ... not supported by endpoint"`` line instead, on every
 run, and goes on. Against real AWS every setting applies.
 
-Lifecycle tiers follow the storage layout: processed data and raw events move Standard ->
-Standard-IA (90 d) -> Intelligent-Tiering (180 d) -> Glacier IR (365 d) -> Deep Archive
-(730 d) and expire after 2555 days; raw screen-time uploads expire after 30 days; old
-versions expire too. S3 does not transition objects under 128 KB by default, so tiering
-pays off for compacted files and rollups rather than per-customer-day objects.
+Lifecycle tiers follow the storage layout: processed data and raw events over 128 KB move
+Standard -> Standard-IA (90 d) -> Intelligent-Tiering (180 d) -> Glacier IR (365 d) -> Deep
+Archive (730 d); S3 does not transition smaller objects, so the tiering rules say so in their
+filter and the expiry (2555 days) is a rule of its own that applies whatever the size. Raw
+screen-time uploads expire after 30 days, Athena's results after 7. Replaced versions
+(rollups rewritten in place, compacted parts, the app dimension) expire 30 days after.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ STORAGE_TIERS: tuple[tuple[int, str], ...] = (
     (730, "DEEP_ARCHIVE"),
 )
 TIERED_PREFIXES: dict[str, str] = {"processed": "processed/", "raw-events": "raw/events/"}
+# S3 never moves an object under 128 KB to another class: the filter makes that explicit.
+TIERING_MIN_BYTES = 131072
+# Rewritten in place: only their replaced versions need expiring.
+REWRITTEN_PREFIXES: dict[str, str] = {"rollups": "rollups/", "dimensions": "dimensions/"}
+ATHENA_RESULTS_PREFIX = "athena-results/"
+ATHENA_RESULTS_DAYS = 7
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True,
     "IgnorePublicAcls": True,
@@ -59,17 +66,46 @@ def not_implemented(exc: BaseException) -> bool:
 def lifecycle_rules() -> list[dict[str, Any]]:
     """The bucket's lifecycle rules, in the shape PutBucketLifecycleConfiguration takes."""
     noncurrent = {"NoncurrentDays": NONCURRENT_VERSION_DAYS}
-    rules: list[dict[str, Any]] = [
+    rules: list[dict[str, Any]] = []
+    for name, prefix in TIERED_PREFIXES.items():
+        rules.append(
+            {
+                "ID": f"{name}-tiers",
+                "Filter": {"And": {"Prefix": prefix, "ObjectSizeGreaterThan": TIERING_MIN_BYTES}},
+                "Status": "Enabled",
+                "Transitions": [
+                    {"Days": days, "StorageClass": tier} for days, tier in STORAGE_TIERS
+                ],
+            }
+        )
+        # Apart from the tiers: a size filter there would keep small objects forever.
+        rules.append(
+            {
+                "ID": f"{name}-expiry",
+                "Filter": {"Prefix": prefix},
+                "Status": "Enabled",
+                "Expiration": {"Days": RETENTION_DAYS},
+                "NoncurrentVersionExpiration": noncurrent,
+            }
+        )
+    rules += [
         {
-            "ID": f"{name}-tiers",
+            "ID": f"{name}-replaced-versions",
             "Filter": {"Prefix": prefix},
             "Status": "Enabled",
-            "Transitions": [{"Days": days, "StorageClass": tier} for days, tier in STORAGE_TIERS],
-            "Expiration": {"Days": RETENTION_DAYS},
             "NoncurrentVersionExpiration": noncurrent,
         }
-        for name, prefix in TIERED_PREFIXES.items()
+        for name, prefix in REWRITTEN_PREFIXES.items()
     ]
+    rules.append(
+        {
+            "ID": "athena-results-expiry",
+            "Filter": {"Prefix": ATHENA_RESULTS_PREFIX},
+            "Status": "Enabled",
+            "Expiration": {"Days": ATHENA_RESULTS_DAYS},
+            "NoncurrentVersionExpiration": noncurrent,
+        }
+    )
     rules.append(
         {
             "ID": "raw-screen-time-expiry",
@@ -92,7 +128,9 @@ def lifecycle_rules() -> list[dict[str, Any]]:
 
 def _rule_signature(rule: dict[str, Any]) -> tuple:
     """What a rule does, ignoring how the endpoint spells an empty filter and list order."""
-    prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
+    rule_filter = rule.get("Filter", {})
+    condition = rule_filter.get("And", rule_filter)
+    prefix = condition.get("Prefix", rule.get("Prefix", ""))
     transitions = tuple(
         sorted((t.get("Days"), t.get("StorageClass")) for t in rule.get("Transitions", ()))
     )
@@ -100,6 +138,7 @@ def _rule_signature(rule: dict[str, Any]) -> tuple:
         rule.get("ID"),
         rule.get("Status"),
         prefix,
+        condition.get("ObjectSizeGreaterThan"),
         transitions,
         rule.get("Expiration", {}).get("Days"),
         rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays"),

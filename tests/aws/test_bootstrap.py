@@ -149,14 +149,36 @@ def test_lifecycle_comparison_ignores_how_an_endpoint_spells_rules() -> None:
 
 
 def test_lifecycle_rules_tier_processed_data_and_raw_events_in_order() -> None:
-    by_prefix = {rule["Filter"]["Prefix"]: rule for rule in lifecycle_rules()}
-    for prefix in ("processed/", "raw/events/"):
-        transitions = by_prefix[prefix]["Transitions"]
+    rules = lifecycle_rules()
+    tiers = {r["Filter"]["And"]["Prefix"]: r for r in rules if "Transitions" in r}
+    plain = {r["Filter"]["Prefix"]: r for r in rules if "And" not in r["Filter"]}
+    assert set(tiers) == {"processed/", "raw/events/"}
+    for prefix, rule in tiers.items():
+        transitions = rule["Transitions"]
         days = [t["Days"] for t in transitions]
         assert days == sorted(days)
         assert [(t["Days"], t["StorageClass"]) for t in transitions] == list(STORAGE_TIERS)
-        assert by_prefix[prefix]["Expiration"]["Days"] > days[-1]
-    raw_uploads = by_prefix["raw/screen_time/"]
+        # S3 moves nothing under 128 KB; the expiry must not carry that filter.
+        assert rule["Filter"]["And"]["ObjectSizeGreaterThan"] == 131072
+        assert "Expiration" not in rule and "NoncurrentVersionExpiration" not in rule
+        assert plain[prefix]["Expiration"]["Days"] > days[-1]
+    raw_uploads = plain["raw/screen_time/"]
     assert "Transitions" not in raw_uploads
     assert raw_uploads["Expiration"]["Days"] < STORAGE_TIERS[0][0]
-    assert all("NoncurrentVersionExpiration" in by_prefix[p] for p in by_prefix if p)
+
+
+def test_every_rewritten_or_versioned_prefix_expires_its_replaced_versions() -> None:
+    plain = {r["Filter"]["Prefix"]: r for r in lifecycle_rules() if "And" not in r["Filter"]}
+    for prefix in ("processed/", "raw/events/", "raw/screen_time/", "rollups/", "dimensions/"):
+        assert plain[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30, prefix
+
+
+def test_lifecycle_comparison_sees_the_size_filter() -> None:
+    wanted = lifecycle_rules()
+    unfiltered = [
+        {**rule, "Filter": {"Prefix": rule["Filter"]["And"]["Prefix"]}}
+        if "And" in rule["Filter"]
+        else rule
+        for rule in wanted
+    ]
+    assert not lifecycle_matches(unfiltered, wanted)

@@ -254,7 +254,16 @@ def test_bucket_is_versioned_encrypted_private_and_tiered(template: dict) -> Non
         {
             "ID": rule["Id"],
             "Status": rule["Status"],
-            "Filter": {"Prefix": rule.get("Prefix", "")},
+            "Filter": (
+                {
+                    "And": {
+                        "Prefix": rule.get("Prefix", ""),
+                        "ObjectSizeGreaterThan": int(rule["ObjectSizeGreaterThan"]),
+                    }
+                }
+                if "ObjectSizeGreaterThan" in rule
+                else {"Prefix": rule.get("Prefix", "")}
+            ),
             "Transitions": [
                 {"Days": t["TransitionInDays"], "StorageClass": t["StorageClass"]}
                 for t in rule.get("Transitions", [])
