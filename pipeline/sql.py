@@ -269,7 +269,7 @@ TABLES: tuple[LakeTable, ...] = (
     ),
 )
 
-_SCREEN_TIME_NAMES = ", ".join(f'"{c.name}"' for c in (*SCREEN_TIME_COLUMNS, DATE.column))
+_SCREEN_TIME_NAMES = ", ".join([*(c.name for c in SCREEN_TIME_COLUMNS), '"date"'])
 VIEWS: tuple[LakeView, ...] = (
     LakeView(
         "screen_time",
