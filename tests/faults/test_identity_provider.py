@@ -45,7 +45,11 @@ def oidc_site(sample_lake: SampleLake) -> Iterator[OidcSite]:
     provider.start_timeout_seconds = 60.0  # node starts slowly on a busy machine
     try:
         provider.start()
-        dashboard.extra_env.update(provider.env(SECRET_KEY=secrets.token_hex(32)))
+        dashboard.extra_env.update(
+            # Discovery re-read at every sign-in (one fetch at a time): new sign-ins notice
+            # at once that the provider stopped, instead of after OIDC_CACHE_SECONDS.
+            provider.env(SECRET_KEY=secrets.token_hex(32), OIDC_CACHE_SECONDS="0")
+        )
         dashboard.start()
         yield OidcSite(dashboard, provider)
     finally:
@@ -91,6 +95,7 @@ def test_provider_down_signed_in_users_carry_on_and_new_sign_ins_get_a_clear_pag
                 response = attempt.goto("/revenue")
                 assert response is not None
                 assert response.status == 503, (response.status, attempt.url)
+                assert response.headers.get("retry-after"), response.headers
                 assert attempt.url.startswith(oidc_site.dashboard.url + "/login")
                 text = attempt.inner_text("body")
                 assert "Identity provider unavailable" in text, text[:500]
