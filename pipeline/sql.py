@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import decimal
 import io
 import json
 import math
@@ -490,11 +491,12 @@ def run_query(connection: duckdb.DuckDBPyConnection, query: str) -> QueryResult:
 
 
 def _plain(value: Any) -> Any:
-    """A value JSON and CSV can hold; floats that are whole stay floats."""
+    """A value JSON and CSV can hold."""
     if value is None or isinstance(value, bool | int | str):
         return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
+    if isinstance(value, float | decimal.Decimal):
+        # SQL decimals (2.5 is one) print as numbers, in JSON too.
+        return None if math.isnan(value) else float(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return str(value)
