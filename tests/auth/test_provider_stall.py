@@ -380,3 +380,10 @@ def test_a_waiter_gives_up_at_its_deadline_and_a_full_gate_says_busy():
             cache.get()
         release.set()
         assert leader.result(10) == "late"
+
+
+@pytest.mark.parametrize("name", ["OIDC_MAX_CONCURRENT_CALLS", "OIDC_TIMEOUT_SECONDS"])
+def test_no_slots_or_no_deadline_is_refused_at_start(stalling: StallingProvider, name: str):
+    problems = oidc_settings(stalling, **{name: "0"}).problems()
+
+    assert any(name in problem for problem in problems), problems
