@@ -1,28 +1,29 @@
 """What the lake holds: uploads, events, rollups, quarantine.
 
 The summary is a query like any other, so it is cached under the data versions of every
-writer and lists the lake only after something was written.
+writer; the panel polls like every other and lists the lake again only after something was
+written.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import html
+import pandas as pd
+from dash import dcc, html
 
 from dashboard.components.controls import page_header
+from dashboard.components.panel import STATE_ID, panel_callback, panel_card, part
 from data_access import layout as lake_layout
 from data_access.queries import LakeSummaryQuery
 
 if TYPE_CHECKING:
     from dashboard.app import Services
 
-log = logging.getLogger(__name__)
-
 PATH = "/lake"
+SUMMARY = "lake-summary"
 PREFIXES = {
     lake_layout.RAW_SCREEN_TIME: "Raw screen-time uploads",
     lake_layout.PROCESSED_SCREEN_TIME: "Processed customer-days",
@@ -41,56 +42,59 @@ def _size(size: int) -> str:
     return f"{size:,} B"
 
 
-def register(app: dash.Dash, services: Services) -> None:
-    def layout(**_query: str) -> html.Div:
-        try:
-            frame = services.data.fetch(LakeSummaryQuery(tuple(PREFIXES))).data
-            summary = list(frame.itertuples(index=False, name=None))
-        except Exception:
-            log.exception("lake listing failed")
-            body = html.Div(
-                "The lake could not be listed right now. Reload to try again.",
-                className="mc-status",
-            )
-        else:
-            rows = [
-                html.Tr(
-                    [
-                        html.Td([html.Div(PREFIXES[prefix]), html.Code(prefix)]),
-                        html.Td(f"{count:,}", className="text-end"),
-                        html.Td(_size(size), className="text-end"),
-                    ]
-                )
-                for prefix, count, size in summary
-            ]
-            body = dbc.Table(
-                [
-                    html.Thead(
-                        html.Tr(
-                            [
-                                html.Th("Prefix"),
-                                html.Th("Objects", className="text-end"),
-                                html.Th("Size", className="text-end"),
-                            ]
-                        )
-                    ),
-                    html.Tbody(rows),
-                ],
-                hover=True,
-                responsive=True,
-                className="mc-table mb-0",
-            )
-        return html.Div(
+def summary_table(frame: pd.DataFrame) -> Any:
+    """The lake summary (prefix, objects, bytes) as a table, one row per zone."""
+    rows = [
+        html.Tr(
             [
-                page_header("Lake", None, subtitle="Objects per zone, listed when the page loads"),
-                html.Section(
-                    [html.Div(body, className="mc-panel-body")],
-                    className="mc-panel",
-                    id="panel-lake-summary",
-                ),
+                html.Td([html.Div(PREFIXES.get(prefix, prefix)), html.Code(prefix)]),
+                html.Td(f"{count:,}", className="text-end"),
+                html.Td(_size(size), className="text-end"),
             ]
         )
+        for prefix, count, size in frame.itertuples(index=False, name=None)
+    ]
+    return dbc.Table(
+        [
+            html.Thead(
+                html.Tr(
+                    [
+                        html.Th("Prefix"),
+                        html.Th("Objects", className="text-end"),
+                        html.Th("Size", className="text-end"),
+                    ]
+                )
+            ),
+            html.Tbody(rows),
+        ],
+        hover=True,
+        responsive=True,
+        className="mc-table mb-0",
+    )
 
+
+def layout(**_query: str) -> html.Div:
+    return html.Div(
+        [
+            # Panels read the view state; this page has no range (it lists the lake as it is).
+            dcc.Store(id=STATE_ID, data={}),
+            page_header("Lake", None, subtitle="What the lake holds, by prefix"),
+            panel_card(
+                SUMMARY,
+                "Objects per zone",
+                # Replaced by the table on the panel's first answer.
+                html.Div(
+                    html.Div(className="mc-skeleton mc-table-skeleton"), id=part(SUMMARY, "content")
+                ),
+                kind="tiles",
+                subtitle="Object count and size of each prefix; refreshes with the page",
+            ),
+        ]
+    )
+
+
+def register(app: dash.Dash, services: Services) -> None:
+    runner = services.panels
     dash.register_page(
         "lake",
         path=PATH,
@@ -98,3 +102,8 @@ def register(app: dash.Dash, services: Services) -> None:
         title=f"Lake \u00b7 {services.settings.title}",
         layout=layout,
     )
+
+    @panel_callback(app, runner, SUMMARY, "tiles")
+    def summary(_tick, shown, client, _state):
+        query = LakeSummaryQuery(tuple(PREFIXES))
+        return runner.answer(SUMMARY, query, shown, client, summary_table).outputs()

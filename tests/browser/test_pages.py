@@ -116,3 +116,23 @@ def test_an_unknown_range_in_the_url_is_named_on_the_page_and_kept_in_the_url(pa
         pass  # one more exchange with the server after the page settled
     assert page.url.endswith("range=bogus")
     expect(notice).to_be_visible()
+
+
+def test_lake_page_is_a_panel_with_a_badge_that_keeps_polling(page):
+    from dashboard.pages import lake
+
+    page.goto(PAGES["lake"])
+    wait_for_panels(page)
+    panel = page.locator("#panel-lake-summary")
+    expect(panel.locator(".mc-panel-title")).to_have_text("Objects per zone")
+    expect(panel.locator(".mc-badge")).to_contain_text(re.compile("lake|cache"))  # the source
+    expect(panel.locator(".mc-badge .mc-age")).to_have_count(1)  # and how old they are
+    expect(panel.locator("tbody tr")).to_have_count(len(lake.PREFIXES))
+    for _ in range(2):  # refresh ticks reach the lake panel like any other
+        with page.expect_response(
+            lambda response: (
+                "/_dash-update-component" in response.url
+                and '"lake-summary"' in (response.request.post_data or "")
+            )
+        ):
+            pass
