@@ -160,6 +160,12 @@ _KPI_FORMATS = {
 }
 
 
+# Two populations share the word "active": shop visitors (Overview) and screen-time devices,
+# one per customer (Screen time). Labels name which one a number counts.
+SHOP_USER_LABELS = {"dau": "Shop daily active users", "mau": "Shop monthly active users"}
+ACTIVE_DEVICES_LABEL = "Active devices (customers)"
+
+
 def kpi_tiles(kpis: pd.DataFrame) -> list[dict[str, Any]]:
     """One tile per KPI row: formatted value, previous value and change against it."""
     tiles = []
@@ -172,7 +178,7 @@ def kpi_tiles(kpis: pd.DataFrame) -> list[dict[str, Any]]:
         tiles.append(
             {
                 "metric": row["metric"],
-                "label": row["label"],
+                "label": SHOP_USER_LABELS.get(row["metric"], row["label"]),
                 "value": fmt(float(row["value"])),
                 "previous": fmt(float(row["previous"])),
                 "change": format_change(change),
@@ -277,7 +283,7 @@ def fleet_tiles(daily: pd.DataFrame) -> list[dict[str, Any]]:
             {"metric": m, "label": label, "value": "\u2013", "previous": "", "change": ""}
             | {"direction": "none"}
             for m, label in (
-                ("active", "Active customers"),
+                ("active", ACTIVE_DEVICES_LABEL),
                 ("screen_time", "Avg daily screen time"),
                 ("pickups", "Avg daily pickups"),
                 ("customer_days", "Customer-days"),
@@ -302,7 +308,7 @@ def fleet_tiles(daily: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         tile(
             "active",
-            "Active customers",
+            ACTIVE_DEVICES_LABEL,
             f"{int(latest['active_customers']):,}",
             f"on {latest['day']}",
         ),
@@ -323,7 +329,7 @@ def fleet_activity(daily: pd.DataFrame) -> Figure:
         "data": [
             {
                 "type": "bar",
-                "name": "Active customers",
+                "name": ACTIVE_DEVICES_LABEL,
                 "x": days,
                 "y": _ints(daily["active_customers"]),
                 "marker": {"color": MUTED},

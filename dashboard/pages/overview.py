@@ -53,7 +53,8 @@ def layout(**query: str) -> html.Div:
                 "Key numbers",
                 tiles_body(KPIS, count=6),
                 kind="tiles",
-                subtitle=f"Change against the {(view.end - view.start).days + 1} days before",
+                subtitle=f"Change against the {(view.end - view.start).days + 1} days before; "
+                "active users are shop visitors, not screen-time devices",
                 export_href=export_href("kpis", view),
                 class_name="mc-panel-flat",
             ),

@@ -209,10 +209,11 @@ def layout(**query: str) -> html.Div:
                     dbc.Col(
                         panel_card(
                             FLEET_ACTIVITY,
-                            "Active customers and screen time",
+                            "Active devices and screen time",
                             graph_body(FLEET_ACTIVITY),
                             kind="figure",
-                            subtitle="Per day; screen time per active customer",
+                            subtitle="Devices (one per customer) that reported use, per day; "
+                            "screen time per active device",
                             export_href=export_href("fleet-daily", view),
                         ),
                         lg=8,

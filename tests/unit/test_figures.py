@@ -128,6 +128,15 @@ def test_kpi_tiles_format_values_and_changes():
     assert tiles["conversion"]["change"] == "no earlier data"
 
 
+def test_active_user_and_active_device_labels_name_their_population():
+    kpis = pd.DataFrame(
+        [{"metric": "dau", "label": "Daily active users", "value": 40.0, "previous": 30.0}]
+    )
+    assert figures.kpi_tiles(kpis)[0]["label"] == "Shop daily active users"
+    empty = pd.DataFrame(columns=["day", "active_customers", "total_seconds", "avg_pickups"])
+    assert figures.fleet_tiles(empty)[0]["label"] == "Active devices (customers)"
+
+
 def test_fleet_tiles_weight_averages_by_active_customers():
     daily = pd.DataFrame(
         {
