@@ -116,6 +116,8 @@ TEMPLATES = 48
 _EMPTY_TEMPLATES = 2
 _SPILL_TEMPLATES = 2
 QUICK_SIZES = (10_000, 100_000, 1_000_000)
+# The bucket whose compacted parts are written (for every date): the customers viewed are in it.
+VIEW_BUCKET = 0
 FULL_SIZES = (*QUICK_SIZES, 5_000_000)
 # The goals compare these two sizes (in --full mode too), on these figures.
 GOAL_SMALL, GOAL_LARGE = 10_000, 1_000_000
@@ -178,24 +180,33 @@ def day_counts(customers: int) -> np.ndarray:
 class Template:
     raw: bytes  # the device upload
     raw_key: str  # where the generator's customer-day would live
-    parquet: bytes  # what processing writes for it
-    table: pa.Table  # the same, read back
+    parquet: bytes  # the part processing writes for it in a batch of its own
+    table: pa.Table  # its aggregated rows
     own_seconds: int  # seconds on its own date (hours 0-23)
     spill_seconds: int  # seconds past midnight (hours 24-47), on the next date
 
 
-def _processed(raw: bytes, customer_id: str, day: dt.date) -> bytes:
+def _processed(raw: bytes, customer_id: str, day: dt.date) -> tuple[pa.Table, bytes]:
+    """The aggregated rows of a generated upload, and the part a batch of it alone writes."""
     from pipeline import schema
-    from pipeline.process import PARQUET_OPTIONS, aggregate
+    from pipeline.process import PART_OPTIONS, PART_SCHEMA, aggregate
 
     result = schema.validate_upload(
         raw, today=END, key_customer_id=customer_id, key_date=day.isoformat()
     )
     if result.upload is None:
         raise RuntimeError(f"generated upload {customer_id} {day} is invalid: {result.problems}")
+    table = aggregate(result.upload)
+    n = table.num_rows
+    identity = {
+        "customer_id": pa.array([customer_id] * n, pa.string()),
+        "content_hash": pa.array([hashlib.sha256(raw).hexdigest()[:16]] * n, pa.string()),
+        "uploaded_at": pa.array([0.0] * n, pa.float64()),
+    }
+    part = pa.table({**identity, **{c: table[c] for c in table.column_names}}, schema=PART_SCHEMA)
     sink = io.BytesIO()
-    pq.write_table(aggregate(result.upload), sink, **PARQUET_OPTIONS)
-    return sink.getvalue()
+    pq.write_table(part, sink, **PART_OPTIONS)
+    return table, sink.getvalue()
 
 
 @functools.cache
@@ -217,8 +228,7 @@ def templates() -> tuple[Template, ...]:
         raw = screen_time_upload(SEED, profile, day)
         if raw is None:
             continue
-        parquet = _processed(raw, profile.customer_id, day)
-        table = pq.read_table(io.BytesIO(parquet))
+        table, parquet = _processed(raw, profile.customer_id, day)
         hours = np.asarray(table["hour"].to_numpy(), dtype=np.int64)
         seconds = np.asarray(table["seconds"].to_numpy(), dtype=np.int64)
         spill = int(seconds[hours >= 24].sum())
@@ -263,7 +273,9 @@ def _template_contributions() -> tuple[list[tuple[str, str]], np.ndarray, np.nda
         (UploadRecord(f"t{i}", own_date, f"template/{i}", "", 0, 0, 0, float(i), ""), 1, float(i))
         for i in range(len(chosen))
     ]
-    frame = contributions(cast(Stores, SimpleNamespace(lake=lake)), versions)
+    nothing_compacted = SimpleNamespace(get_many=lambda names: {})
+    stores = SimpleNamespace(lake=lake, state=nothing_compacted)
+    frame = contributions(cast(Stores, stores), versions)
     frame["next"] = frame["date"] != own_date
     sums = frame.groupby(["stamp", "next", "dim", "key"])[SUMMARY_COUNTS].sum()
     rows = sorted({(dim, key) for _, _, dim, key in sums.index})
@@ -336,13 +348,13 @@ def synthesize(
     folder: Path,
     customers: int,
     *,
-    files_for: Iterable[int] | None = None,
+    buckets: Iterable[int] = (VIEW_BUCKET,),
     fold: bool = True,
     flush: bool = True,
 ) -> Synthetic:
     """The processed form of ``customers`` x DAYS (see the module doc).
 
-    ``files_for``: the customers whose Parquet objects are written (None: every customer).
+    ``buckets``: the buckets whose compacted parts are written, for every date.
     ``fold=False`` leaves out what the rollup writes (summaries, folded versions, watermark),
     so a test can run the real rollup over the same index and compare.
     """
@@ -408,7 +420,7 @@ def synthesize(
             "CREATE TEMP TABLE people AS WITH RECURSIVE c(n) AS"
             " (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < ?)"
             " SELECT n, cid, printf('%08x', n) AS chex,"
-            f" '{layout.PROCESSED_SCREEN_TIME}' || cid || '/' AS object_head,"
+            f" '{layout.SCREEN_TIME_PARTS}' AS object_head,"
             f" '{layout.RAW_SCREEN_TIME}' || cid || '/' AS raw_head"
             " FROM (SELECT n, printf('c%07d', n) AS cid FROM c)",
             (customers - 1,),
@@ -421,7 +433,8 @@ def synthesize(
         inserted = connection.execute(
             "INSERT INTO uploads (customer_id, date, object_key, raw_key, raw_bytes,"
             " parquet_bytes, rows, uploaded_at, content_hash)"
-            " SELECT p.cid, k.date, p.object_head || k.date || '/' || p.chex || k.object_tail,"
+            " SELECT p.cid, k.date,"
+            " p.object_head || k.date || '/bucket=00/part-o' || p.chex || k.object_tail,"
             " p.raw_head || k.raw_tail, k.raw_bytes, k.parquet_bytes, k.rows,"
             f" :first + (p.n * {DAYS} + d.d) * :step, p.chex || k.hash_tail"
             " FROM people AS p CROSS JOIN days AS d CROSS JOIN kinds AS k"
@@ -485,9 +498,10 @@ def synthesize(
         stores.state.put(WATERMARK_SCREEN_TIME, repr(newest))
         stores.state.put(layout.VERSION_SCREEN_TIME_ROLLUP, stamp)
     phase("summaries")
-    _write_objects(settings.lake_root, range(customers) if files_for is None else files_for)
+    for bucket in buckets:
+        _write_compacted(stores, customers, newest, bucket)
     del stores
-    phase("objects")
+    phase("compacted parts")
     written = time.perf_counter() - started
     flushed = 0.0
     if flush:
@@ -509,19 +523,61 @@ def synthesize(
     )
 
 
-def _write_objects(root: Path, numbers: Iterable[int]) -> None:
-    """The customers' processed objects, straight under the lake root (a fixture: no fsync)."""
+def in_bucket(customers: int, bucket: int) -> np.ndarray:
+    """The customer numbers whose days live in ``bucket``, in customer_id order."""
+    numbers = np.arange(customers, dtype=np.int64)
+    found = [layout.screen_time_bucket(customer(int(n))) == bucket for n in numbers]
+    return numbers[np.array(found, dtype=bool)]
+
+
+def _write_compacted(stores: Stores, customers: int, newest: float, bucket: int) -> None:
+    """Every date's compacted part of ``bucket`` with all its customers, and the manifests.
+
+    What compaction leaves for a closed date: one part sorted by customer_id, the rows of
+    each customer-day its template's, named by ``layout.screen_time_part_key``. Written
+    straight to the lake folder (a fixture: no fsync).
+    """
+    from pipeline.process import PART_OPTIONS, PART_SCHEMA
+
     chosen = templates()
-    for number in numbers:
-        cid = customer(number)
-        for day, template in enumerate(plan(number)):
-            if template is None:
-                continue
-            date = (START + dt.timedelta(days=day)).isoformat()
-            key = layout.processed_upload_key(cid, date, synthetic_hash(number, day, template))
-            path = root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(chosen[template].parquet)
+    rows = pa.concat_tables([t.table for t in chosen])
+    lengths = np.array([t.table.num_rows for t in chosen], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    numbers = in_bucket(customers, bucket)
+    ids = pa.array([customer(int(n)) for n in numbers], pa.string())
+    step = 86_400 / customers
+    for day in range(DAYS):
+        date = (START + dt.timedelta(days=day)).isoformat()
+        there = numbers[present(numbers, day)]
+        picked = template_of(there, day)
+        counts = lengths[picked]
+        # Row i of customer k is template row offsets[picked[k]] + i.
+        owner = np.repeat(np.arange(len(there)), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        taken = rows.take(pa.array(offsets[picked][owner] + within))
+        position = np.searchsorted(numbers, there)[owner]
+        hashes = pa.array(
+            [synthetic_hash(int(n), day, int(t))[:16] for n, t in zip(there, picked, strict=True)]
+        )
+        table = pa.table(
+            {
+                "customer_id": ids.take(pa.array(position)),
+                "content_hash": hashes.take(pa.array(owner)),
+                "uploaded_at": pa.array(
+                    _epoch(START) + 86_400 + (there[owner] * DAYS + day) * step
+                ),
+                **{name: taken[name] for name in taken.column_names},
+            },
+            schema=PART_SCHEMA,
+        )
+        key = layout.screen_time_part_key(date, bucket, f"c{customers:x}{day:02x}")
+        path = stores.lake.root / key  # type: ignore[attr-defined]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, **PART_OPTIONS)
+        name = layout.screen_time_compaction(date)
+        manifest = json.loads(stores.state.get(name) or "{}")
+        parts = {**manifest.get("parts", {}), f"{bucket:02d}": key}
+        stores.state.put(name, json.dumps({"at": newest + 1, "parts": parts}))
 
 
 # ---- measuring one size ---------------------------------------------------------------------
@@ -602,7 +658,12 @@ def spread(customers: int, count: int, offset: int) -> list[int]:
 
 
 def view_customers(customers: int, repeat: int) -> list[int]:
-    return spread(customers, repeat + 1, 0)
+    """Customers of VIEW_BUCKET, spread over the fleet: the bucket whose parts are written."""
+    chosen = in_bucket(customers, VIEW_BUCKET)
+    return [
+        int(chosen[min(len(chosen) - 1, n * len(chosen) // customers)])
+        for n in spread(customers, repeat + 1, 0)
+    ]
 
 
 def upload_customers(customers: int, repeat: int) -> list[int]:
@@ -1120,9 +1181,7 @@ def _measure_group(
                     f"needs ~{need / 2**30:.0f} GiB of disk, {free / 2**30:.0f} GiB free"
                 )
                 continue
-            lake = synthesize(
-                folder / f"n{customers}", customers, files_for=view_customers(customers, repeat)
-            )
+            lake = synthesize(folder / f"n{customers}", customers)
             print(
                 f"   {SECTION}: {customers:,} customers, {lake.customer_days:,} customer-days "
                 f"written in {lake.written_s:.0f} s ({lake.db_bytes / 2**30:.2f} GiB), flushed "

@@ -53,6 +53,7 @@ from data_access.stores import (
     UploadQueue,
     UploadRecord,
     concat_tables,
+    parquet_rows_where,
     parse_upload_notification,
 )
 
@@ -162,6 +163,55 @@ def _check_key(key: str) -> str:
     if not key or path.is_absolute() or ".." in path.parts or "\x00" in key or "\\" in key:
         raise ValueError(f"unsafe lake key: {key!r}")
     return key
+
+
+class _S3RangeFile:
+    """A read-only, seekable view of one S3 object that fetches byte ranges on demand.
+
+    Opening it is one suffix GET of the object's last ``TAIL_BYTES``: that gives the size
+    and, for Parquet, the footer. Reading one row group is then one more ranged GET.
+    """
+
+    TAIL_BYTES = 64 * 1024
+
+    def __init__(self, lake: S3Lake, key: str) -> None:
+        self._lake, self._key = lake, key
+        self._tail, self._size = lake.get_range(key, f"bytes=-{self.TAIL_BYTES}")
+        self._tail_start = self._size - len(self._tail)
+        self._position = 0
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._size if size is None or size < 0 else min(self._size, self._position + size)
+        start = self._position
+        if start >= end:
+            return b""
+        if start >= self._tail_start:
+            data = self._tail[start - self._tail_start : end - self._tail_start]
+        else:
+            data, _ = self._lake.get_range(self._key, f"bytes={start}-{end - 1}")
+        self._position = start + len(data)
+        return data
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class S3Lake:
@@ -314,6 +364,32 @@ class S3Lake:
         data = sink.getvalue()
         self.write_bytes(key, data)
         return len(data)
+
+    def get_range(self, key: str, byte_range: str) -> tuple[bytes, int]:
+        """The bytes of an HTTP ``Range`` (``"bytes=-65536"``) and the object's whole size."""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=_check_key(key), Range=byte_range
+            )
+            data = response["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in _MISSING_OBJECT_CODES:
+                raise ObjectMissing(key) from None
+            raise _unavailable(f"s3 get {key} {byte_range}", exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable(f"s3 get {key} {byte_range}", exc) from exc
+        content_range = response.get("ContentRange") or ""
+        size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(data)
+        return data, size
+
+    def read_where(
+        self, key: str, column: str, values: list[str], columns: list[str] | None = None
+    ) -> pa.Table | None:
+        try:
+            source = _S3RangeFile(self, key)
+        except ObjectMissing:
+            return None
+        return parquet_rows_where(source, column, values, columns)
 
     def presign_put(self, key: str, expires: int = 900, content_type: str | None = None) -> str:
         """A URL a device can PUT one object to, valid for ``expires`` seconds."""

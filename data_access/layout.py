@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zlib
 
 # A customer id is part of every key: it must never be able to name another path.
 CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -27,14 +28,38 @@ def raw_upload_key(customer_id: str, date: str) -> str:
     return f"{RAW_SCREEN_TIME}{customer_id}/{date}.json"
 
 
-def processed_upload_key(customer_id: str, date: str, content_hash: str) -> str:
-    """One object per version of a customer-day, named by its content.
+# Processed screen time is a Hive-style table: a date's customers are spread over a fixed
+# number of buckets by a hash of their id, each bucket holds Parquet parts sorted by
+# customer_id. A worker writes one part per (date, bucket) per batch; compaction merges a
+# closed date's parts into one per bucket. Fixed, so a customer's bucket never moves.
+SCREEN_TIME_BUCKETS = 16
+SCREEN_TIME_PARTS = f"{PROCESSED_SCREEN_TIME}date="
 
-    Racing workers never overwrite each other's object (the index's conditional write picks
-    the winner), and the version the rollup summaries hold stays readable until the rollup
-    has subtracted it.
-    """
-    return f"{PROCESSED_SCREEN_TIME}{customer_id}/{date}/{content_hash[:16]}.parquet"
+
+def screen_time_bucket(customer_id: str) -> int:
+    """The bucket a customer's days live in: stable across processes and releases."""
+    return zlib.crc32(customer_id.encode()) % SCREEN_TIME_BUCKETS
+
+
+def screen_time_bucket_prefix(date: str, bucket: int) -> str:
+    return f"{PROCESSED_SCREEN_TIME}date={date}/bucket={bucket:02d}/"
+
+
+def screen_time_part_key(date: str, bucket: int, name: str) -> str:
+    """A part of one (date, bucket); ``name`` is derived from its content, so a retried
+    write of the same rows lands on the same key."""
+    return f"{screen_time_bucket_prefix(date, bucket)}part-{name}.parquet"
+
+
+def row_hash(content_hash: str) -> str:
+    """The part of an upload's sha256 each processed row carries: enough to tell versions
+    of one customer-day apart."""
+    return content_hash[:16]
+
+
+def screen_time_compaction(date: str) -> str:
+    """State: the compacted part of each bucket of ``date`` (JSON), once it is compacted."""
+    return f"compacted:screen_time:{date}"
 
 
 def screen_time_summary_key(date: str) -> str:

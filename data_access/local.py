@@ -23,6 +23,7 @@ from data_access.stores import (
     StoreUnavailable,
     UploadRecord,
     concat_tables,
+    parquet_rows_where,
 )
 
 
@@ -115,6 +116,17 @@ class LocalLake:
 
     def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
         return concat_tables(self.read_tables(keys, columns))
+
+    def read_where(
+        self, key: str, column: str, values: list[str], columns: list[str] | None = None
+    ) -> pa.Table | None:
+        try:
+            with open(self._path(key), "rb") as handle:
+                return parquet_rows_where(handle, column, values, columns)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"lake read {key}: {exc}") from exc
 
     def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
         sink = io.BytesIO()

@@ -31,23 +31,93 @@ def app_names(stores: Stores) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["app_id", "app_name", "category"])
 
 
-def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
-    """Processed rows of customer-day files with customer_id, source_date and calendar day.
+_DAY_COLUMNS = ["hour", "app_id", "seconds", "sessions", "pickups", "notifications"]
 
-    Hours 24-47 of a file are the next day's hours 0-23 (sessions past midnight).
+
+def _rows_of(table: pa.Table | None, record: UploadRecord) -> pa.Table | None:
+    """The rows of ``record``'s version in a part, or None when the part does not hold it."""
+    if table is None:
+        return None
+    if "customer_id" not in table.column_names:
+        return table.select(_DAY_COLUMNS)
+    mask = pc.and_(
+        pc.equal(table["customer_id"], record.customer_id),
+        pc.equal(table["content_hash"], layout.row_hash(record.content_hash)),
+    )
+    rows = table.filter(mask)
+    return rows.select(_DAY_COLUMNS) if rows.num_rows else None
+
+
+def _read_by_key(
+    stores: Stores, wanted: dict[str, list[int]], records: list[UploadRecord]
+) -> dict[int, pa.Table]:
+    found: dict[int, pa.Table] = {}
+    for key, positions in wanted.items():
+        customers = sorted({records[i].customer_id for i in positions})
+        if key.startswith(layout.SCREEN_TIME_PARTS):
+            table = stores.lake.read_where(key, "customer_id", customers)
+        else:  # a file of one customer-day, from the layout before parts
+            table = stores.lake.read_tables([key])[0]
+        for i in positions:
+            rows = _rows_of(table, records[i])
+            if rows is not None:
+                found[i] = rows
+    return found
+
+
+def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.Table | None]:
+    """The processed rows of each customer-day version, wherever it lives now; None if gone.
+
+    A version committed before its date was last compacted is looked for in the compacted
+    part of its bucket first, a later one in the part its record names first; each falls
+    back to the other, since compaction may merge a part between the index read and ours.
+    A record without an object key (a replaced version the fold subtracts) is looked for in
+    the compacted part, then in every part of its bucket. Each round reads a part once for
+    all the customers wanted from it.
+    """
+    dates = sorted({r.date for r in records})
+    names = {d: layout.screen_time_compaction(d) for d in dates}
+    manifests = stores.state.get_many(list(names.values()))
+    compacted = {d: json.loads(manifests[n]) for d, n in names.items() if n in manifests}
+
+    def candidates(record: UploadRecord) -> list[str]:
+        manifest = compacted.get(record.date)
+        bucket = layout.screen_time_bucket(record.customer_id)
+        merged = manifest["parts"].get(f"{bucket:02d}") if manifest else None
+        if merged is not None and record.uploaded_at < manifest["at"]:
+            keys = [merged, record.object_key]
+        else:
+            keys = [record.object_key, merged]
+        if not record.object_key:
+            prefix = layout.screen_time_bucket_prefix(record.date, bucket)
+            keys += [info.key for info in stores.lake.list(prefix)]
+        return list(dict.fromkeys(key for key in keys if key))
+
+    remaining = {i: candidates(record) for i, record in enumerate(records)}
+    found: dict[int, pa.Table] = {}
+    while remaining:
+        wanted: dict[str, list[int]] = {}
+        for i, keys in remaining.items():
+            wanted.setdefault(keys.pop(0), []).append(i)
+        found.update(_read_by_key(stores, wanted, records))
+        remaining = {i: keys for i, keys in remaining.items() if keys and i not in found}
+    return [found.get(i) for i in range(len(records))]
+
+
+def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
+    """Processed rows of customer-days with customer_id, source_date and calendar day.
+
+    Hours 24-47 of a customer-day are the next day's hours 0-23 (sessions past midnight).
     """
     tables = []
-    for record, table in zip(
-        records, stores.lake.read_tables([r.object_key for r in records]), strict=True
-    ):
+    for record, table in zip(records, read_customer_days(stores, records), strict=True):
         if table is not None and table.num_rows:
             n = table.num_rows
             table = table.append_column("customer_id", pa.array([record.customer_id] * n))
             tables.append(table.append_column("source_date", pa.array([record.date] * n)))
-    columns = ["hour", "app_id", "seconds", "sessions", "pickups", "notifications"]
     if not tables:
-        return pd.DataFrame(columns=[*columns, "customer_id", "source_date", "day"])
-    frame = pa.concat_tables(tables).to_pandas()
+        return pd.DataFrame(columns=[*_DAY_COLUMNS, "customer_id", "source_date", "day"])
+    frame = pa.concat_tables(tables, promote_options="permissive").to_pandas()
     hours = frame["hour"].astype("int64")
     day = pd.to_datetime(frame["source_date"]) + pd.to_timedelta(hours // 24, unit="D")
     frame["day"] = day.dt.strftime("%Y-%m-%d")

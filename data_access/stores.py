@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 
 class StoreUnavailable(RuntimeError):
@@ -29,6 +31,36 @@ def concat_tables(tables: list[pa.Table | None]) -> pa.Table:
     if not found:
         return pa.table({})
     return pa.concat_tables(found, promote_options="permissive")
+
+
+def parquet_rows_where(
+    source: object, column: str, values: list[str], columns: list[str] | None = None
+) -> pa.Table:
+    """The rows of a Parquet file (a seekable binary file) whose ``column`` is in ``values``.
+
+    Row groups whose min/max statistics exclude every value are not read; a file written
+    without statistics is read whole and filtered.
+    """
+    wanted = sorted(set(values))
+    parquet = pq.ParquetFile(source, pre_buffer=True)
+    metadata = parquet.metadata
+    names = parquet.schema_arrow.names
+    if column not in names:
+        return parquet.schema_arrow.empty_table().select(columns or names)
+    index = names.index(column)
+    groups = []
+    for number in range(metadata.num_row_groups):
+        stats = metadata.row_group(number).column(index).statistics
+        if (
+            stats is None
+            or not stats.has_min_max
+            or any(stats.min <= value <= stats.max for value in wanted)
+        ):
+            groups.append(number)
+    read = columns if columns is None or column in columns else [*columns, column]
+    table = parquet.read_row_groups(groups, columns=read, use_threads=False)
+    table = table.filter(pc.is_in(table[column], pa.array(wanted, table.schema.field(column).type)))
+    return table if columns is None else table.select(columns)
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,15 @@ class Lake(Protocol):
 
     def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
         """Write a Parquet object atomically and return its size in bytes."""
+
+    def read_where(
+        self, key: str, column: str, values: list[str], columns: list[str] | None = None
+    ) -> pa.Table | None:
+        """The rows of one Parquet object whose ``column`` is in ``values``; None if missing.
+
+        Reads the footer and only the row groups whose statistics can hold a value: one or
+        two range reads for a customer in a large sorted part.
+        """
 
 
 @runtime_checkable

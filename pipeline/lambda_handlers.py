@@ -98,32 +98,33 @@ def sqs_handler(event: dict, context: Any = None) -> dict:
     the queue's maxReceiveCount it moves to the dead-letter queue. Test events and messages
     whose uploads are processed (or quarantined) succeed.
     """
-    from pipeline.process import process_each, publish
+    from pipeline.process import process_batch, publish
 
     stores = _stores()
-    failures = []
-    committed = []
-    known_apps: set[str] = set()
+    failures: dict[QueueMessage, str] = {}
+    messages = []
     for record in event.get("Records", []):
-        message_id = record.get("messageId", "")
         keys, problem = parse_upload_notification(record.get("body", ""))
-        try:
-            if problem is not None:
-                raise ValueError(problem)
-            committed += process_each(stores, keys, known_apps)
-        except Exception as exc:  # reported per message: the rest of the batch still counts
-            log.exception("message %s failed", message_id)
-            failures.append({"itemIdentifier": message_id})
-            attempts = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
-            # Records the reason and shortens the wait before the next try; SQS's redrive
-            # moves the message to the dead-letter queue after maxReceiveCount.
-            stores.queue.release(
-                QueueMessage(message_id, record.get("receiptHandle", ""), keys, attempts),
-                f"{type(exc).__name__}: {exc}"[:500],
-            )
+        attempts = int(record.get("attributes", {}).get("ApproximateReceiveCount", "1"))
+        message = QueueMessage(
+            record.get("messageId", ""), record.get("receiptHandle", ""), keys, attempts
+        )
+        if problem is not None:
+            failures[message] = problem
+        else:
+            messages.append(message)
+    # One batch: one part per (date, bucket) for every upload the messages name.
+    outcomes, failed = process_batch(stores, [(m, m.keys) for m in messages], set())
+    failures.update(failed)
+    for message, reason in failures.items():
+        log.warning("message %s failed: %s", message.id, reason)
+        # Records the reason and shortens the wait before the next try; SQS's redrive
+        # moves the message to the dead-letter queue after maxReceiveCount.
+        stores.queue.release(message, reason)
+    committed = [o for m in messages if m not in failures for o in outcomes.get(m, [])]
     # Versions and counters once per batch, as the local worker does.
     publish(stores, committed)
-    return {"batchItemFailures": failures}
+    return {"batchItemFailures": [{"itemIdentifier": m.id} for m in failures]}
 
 
 def s3_handler(event: dict, context: Any = None) -> dict:

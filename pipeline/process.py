@@ -1,12 +1,13 @@
-"""Screen-time uploads: raw JSON -> validated -> hourly Parquet per customer-day, or quarantine.
+"""Screen-time uploads: raw JSON -> validated -> hourly rows in date/bucket parts, or quarantine.
 
 The queue says what is new: :func:`drain` (the local worker, ``process --workers N``) and
-``lambda_handlers.sqs_handler`` (SQS on AWS) process the keys its messages name, then
-:func:`publish` the batch's data versions and counters once. Nothing here lists the raw
-zone or reads a customer's history. Delivery is at least once and workers
-race, so every write is keyed by content: the Parquet object is named by the upload's hash
-and the index record is written conditionally on the hash it replaces. A duplicate or a
-racing delivery of the same bytes changes nothing.
+``lambda_handlers.sqs_handler`` (SQS on AWS) process the keys its messages name as one
+batch: one Parquet part per (date, bucket) the batch touches, then one index record per
+upload, then :func:`publish` the batch's data versions and counters once. Nothing here
+lists the raw zone or reads a customer's history. Delivery is at least once and workers
+race, so every write is keyed by content: a part is named by what it holds, and the index
+record is written conditionally on the hash it replaces. A duplicate or a racing delivery
+of the same bytes changes nothing; rows of a version that lost are dropped by compaction.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import logging
 import multiprocessing
 import os
 import re
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field, fields
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, TypeVar
 
 import pyarrow as pa
 
@@ -38,6 +40,7 @@ from pipeline.schema import Problem, Upload
 log = logging.getLogger(__name__)
 
 Status = Literal["processed", "replaced", "duplicate", "quarantined"]
+Message = TypeVar("Message", bound=Hashable)  # a queue message, or an SQS record's id
 
 AGGREGATED_SCHEMA = pa.schema(
     [
@@ -51,20 +54,25 @@ AGGREGATED_SCHEMA = pa.schema(
         pa.field("notifications", pa.int16(), nullable=False),
     ]
 )
-# Measured on generated customer-days (~300 sessions -> ~140 rows, 44 KB of JSON): ~1.86 KB
-# mean, 26x smaller. At this size fixed costs dominate, so every column earns its place: app
-# names and categories live once in the app dimension (records kind "app"), not in every
-# file; the day follows from the key and the hour. Statistics (+~300 B) and the Arrow schema
-# blob (+~1 KB) are dropped: every column round-trips from Parquet types alone.
-PARQUET_OPTIONS: dict[str, object] = {
-    "compression": "gzip",
-    "compression_level": 9,
-    "use_dictionary": ["app_id"],
+# A part holds many customer-days: who and which version each row belongs to, then the
+# aggregated counts. Sorted by customer_id with statistics, so a reader finds one customer
+# through the footer; dictionaries for the repeated strings.
+PART_SCHEMA = pa.schema(
+    [
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("content_hash", pa.string(), nullable=False),  # layout.row_hash of the upload
+        pa.field("uploaded_at", pa.float64(), nullable=False),  # when its part was written
+        *AGGREGATED_SCHEMA,
+    ]
+)
+PART_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "use_dictionary": ["customer_id", "content_hash", "app_id"],
     "data_page_version": "2.0",
-    "write_statistics": False,
-    "store_schema": False,
-    "row_group_size": 1 << 20,
-    # Sorted or narrow integers: delta packing saves ~7 % over plain + gzip.
+    "write_statistics": ["customer_id"],
+    # ~450 customer-days a row group: a customer is one range read of ~100 KB in a
+    # compacted bucket.
+    "row_group_size": 1 << 16,
     "column_encoding": dict.fromkeys(
         ["hour", "seconds", "sessions", "pickups", "notifications"], "DELTA_BINARY_PACKED"
     ),
@@ -241,66 +249,55 @@ def _quarantine(
     return True
 
 
+@dataclass(frozen=True)
+class _Valid:
+    """An upload that passed validation, waiting for its batch's part to be written."""
+
+    raw_key: str
+    customer_id: str
+    date: str
+    raw_bytes: int
+    content_hash: str
+    table: pa.Table  # AGGREGATED_SCHEMA rows
+    previous: UploadRecord | None  # the version the index held when it was read
+
+
 def process_upload(
     stores: Stores, raw_key: str, *, now: float | None = None, known_apps: set[str] | None = None
 ) -> ProcessOutcome:
     """Process the upload stored under ``raw_key`` (a key under ``raw/screen_time/``)."""
-    outcome = _process_one(stores, raw_key, now, known_apps)
-    publish(stores, [outcome], now)
-    return outcome
-
-
-def _process_one(
-    stores: Stores, raw_key: str, now: float | None, known_apps: set[str] | None
-) -> ProcessOutcome:
     if not raw_key.startswith(layout.RAW_SCREEN_TIME):
         raise ValueError(f"not a screen-time upload key: {raw_key!r}")
+    outcomes = process_each(stores, [raw_key], set() if known_apps is None else known_apps, now)
+    if not outcomes:
+        raise ObjectMissing(raw_key)
+    publish(stores, outcomes, now)
+    return outcomes[0]
+
+
+def _prepare(
+    stores: Stores, raw_key: str, now: float | None, known_apps: set[str]
+) -> ProcessOutcome | _Valid:
+    """Read and check one upload: its outcome when it is settled here, else what to write."""
     parsed = parse_raw_key(raw_key)
-    for _ in range(_CONFLICT_RETRIES):
-        record = None
-        if not isinstance(parsed, Problem):
-            record = stores.index.get(*parsed)
-        try:
-            raw = stores.lake.read_bytes(raw_key)
-        except ValueError as exc:
-            # The lake refuses the key itself (a path escape on a local lake): nothing to copy.
-            problem = parsed if isinstance(parsed, Problem) else Problem(schema.BAD_KEY, "key", "")
-            problem = Problem(problem.code, problem.path, f"{problem.detail} {exc}".strip())
-            content_hash = hashlib.sha256(b"").hexdigest()
-            stamp = time.time() if now is None else now
-            new = _quarantine(stores, raw_key, b"", content_hash, [problem], stamp, copy_raw=False)
-            status: Status = "quarantined" if new else "duplicate"
-            return ProcessOutcome(status, raw_key, None, None, problem.code, 0, 0, content_hash)
-        outcome = _process_bytes(stores, raw_key, raw, parsed, record, now, known_apps)
-        if outcome is not None:
-            return outcome
-    raise RuntimeError(f"{raw_key}: lost {_CONFLICT_RETRIES} conditional writes in a row")
-
-
-def _process_bytes(
-    stores: Stores,
-    raw_key: str,
-    raw: bytes,
-    parsed: tuple[str, str] | Problem,
-    record: UploadRecord | None,
-    now: float | None,
-    known_apps: set[str] | None = None,
-) -> ProcessOutcome | None:
-    """The outcome, or None when another worker committed a different version meanwhile."""
+    record = None if isinstance(parsed, Problem) else stores.index.get(*parsed)
+    try:
+        raw = stores.lake.read_bytes(raw_key)
+    except ValueError as exc:
+        # The lake refuses the key itself (a path escape on a local lake): nothing to copy.
+        problem = parsed if isinstance(parsed, Problem) else Problem(schema.BAD_KEY, "key", "")
+        problem = Problem(problem.code, problem.path, f"{problem.detail} {exc}".strip())
+        content_hash = hashlib.sha256(b"").hexdigest()
+        stamp = time.time() if now is None else now
+        new = _quarantine(stores, raw_key, b"", content_hash, [problem], stamp, copy_raw=False)
+        status: Status = "quarantined" if new else "duplicate"
+        return ProcessOutcome(status, raw_key, None, None, problem.code, 0, 0, content_hash)
     content_hash = hashlib.sha256(raw).hexdigest()
     stamp = time.time() if now is None else now
     if isinstance(parsed, Problem):
         new = _quarantine(stores, raw_key, raw, content_hash, [parsed], stamp)
-        return ProcessOutcome(
-            "quarantined" if new else "duplicate",
-            raw_key,
-            None,
-            None,
-            parsed.code,
-            len(raw),
-            0,
-            content_hash,
-        )
+        status = "quarantined" if new else "duplicate"
+        return ProcessOutcome(status, raw_key, None, None, parsed.code, len(raw), 0, content_hash)
     customer_id, date = parsed
     if record is not None and record.content_hash == content_hash:
         return ProcessOutcome(
@@ -316,68 +313,109 @@ def _process_bytes(
             table = aggregate(result.upload)
         except _HourlyOverflow as exc:
             problems.append(Problem(schema.SCHEMA, "sessions", str(exc)))
-    if table is None:
+    if table is None or result.upload is None:
         new = _quarantine(stores, raw_key, raw, content_hash, problems, stamp)
         reason = ",".join(dict.fromkeys(p.code for p in problems))
-        return ProcessOutcome(
-            "quarantined" if new else "duplicate",
-            raw_key,
-            customer_id,
-            date,
-            reason,
-            len(raw),
-            0,
-            content_hash,
-        )
+        status = "quarantined" if new else "duplicate"
+        return ProcessOutcome(status, raw_key, customer_id, date, reason, len(raw), 0, content_hash)
+    register_apps(stores, result.upload, known_apps)
+    return _Valid(raw_key, customer_id, date, len(raw), content_hash, table, record)
 
-    register_apps(stores, result.upload, set() if known_apps is None else known_apps)
-    object_key = layout.processed_upload_key(customer_id, date, content_hash)
-    # Named by content: a racing worker writes the same bytes to the same key.
-    parquet_bytes = stores.lake.write_table(object_key, table, **PARQUET_OPTIONS)
-    # Stamped at the commit, so the rollup's settle window covers the gap to the write.
-    stamp = time.time() if now is None else now
-    committed = stores.index.put_if(
-        UploadRecord(
-            customer_id=customer_id,
-            date=date,
-            object_key=object_key,
-            raw_key=raw_key,
-            raw_bytes=len(raw),
-            parquet_bytes=parquet_bytes,
-            rows=table.num_rows,
-            uploaded_at=stamp,
-            content_hash=content_hash,
-        ),
-        None if record is None else record.content_hash,
-    )
-    if not committed:
-        current = stores.index.get(customer_id, date)
-        if current is not None and current.content_hash == content_hash:
-            return ProcessOutcome(
-                "duplicate", raw_key, customer_id, date, None, len(raw), 0, content_hash
+
+def _part_table(items: list[_Valid], stamp: float) -> pa.Table:
+    """One (date, bucket)'s rows of a batch, sorted by customer, as PART_SCHEMA."""
+    tables = []
+    for item in sorted(items, key=lambda v: v.customer_id):
+        n = item.table.num_rows
+        columns = {
+            "customer_id": pa.array([item.customer_id] * n, pa.string()),
+            "content_hash": pa.array([layout.row_hash(item.content_hash)] * n, pa.string()),
+            "uploaded_at": pa.array([stamp] * n, pa.float64()),
+        }
+        for name in item.table.column_names:
+            columns[name] = item.table.column(name)
+        tables.append(pa.table(columns, schema=PART_SCHEMA))
+    return pa.concat_tables(tables)
+
+
+def _commit(
+    stores: Stores, items: list[_Valid], now: float | None
+) -> tuple[list[ProcessOutcome], list[str]]:
+    """Write the batch's parts, then commit each upload; (outcomes, raw keys to try again).
+
+    One part per (date, bucket) the batch touches, named by its content. The index record
+    is written only after its part exists, conditionally on the version read: a worker that
+    lost the race notes its version as superseded (compaction drops its rows) and reads the
+    raw object again.
+    """
+    groups: dict[tuple[str, int], list[_Valid]] = {}
+    for item in items:
+        bucket = layout.screen_time_bucket(item.customer_id)
+        groups.setdefault((item.date, bucket), []).append(item)
+    written: dict[str, tuple[str, int]] = {}  # raw key -> (part key, its share of the bytes)
+    for (date, bucket), members in groups.items():
+        table = _part_table(members, time.time() if now is None else now)
+        name = hashlib.sha256(
+            "".join(f"{m.customer_id}:{m.content_hash}" for m in members).encode()
+        ).hexdigest()[:16]
+        key = layout.screen_time_part_key(date, bucket, name)
+        size = stores.lake.write_table(key, table, **PART_OPTIONS)
+        for member in members:
+            written[member.raw_key] = (key, size // len(members))
+    outcomes, retry = [], []
+    for item in items:
+        object_key, share = written[item.raw_key]
+        # Stamped at the commit, so the rollup's settle window covers the gap to the write.
+        stamp = time.time() if now is None else now
+        committed = stores.index.put_if(
+            UploadRecord(
+                customer_id=item.customer_id,
+                date=item.date,
+                object_key=object_key,
+                raw_key=item.raw_key,
+                raw_bytes=item.raw_bytes,
+                parquet_bytes=share,
+                rows=item.table.num_rows,
+                uploaded_at=stamp,
+                content_hash=item.content_hash,
+            ),
+            None if item.previous is None else item.previous.content_hash,
+        )
+        if not committed:
+            current = stores.index.get(item.customer_id, item.date)
+            if current is not None and current.content_hash == item.content_hash:
+                outcomes.append(_outcome("duplicate", item, 0))
+            else:
+                _mark_superseded(stores, item.customer_id, item.date, item.content_hash)
+                retry.append(item.raw_key)
+            continue
+        if item.previous is not None:
+            _mark_superseded(stores, item.customer_id, item.date, item.previous.content_hash)
+        # A read before the conditional write: most customers are in the directory already,
+        # and a read is cheaper than a refused write (and takes no write lock locally).
+        new_customer = (
+            item.previous is None
+            and stores.records.get(layout.CUSTOMER_DIRECTORY, item.customer_id) is None
+            and stores.records.put_new(
+                layout.CUSTOMER_DIRECTORY, item.customer_id, {"first_date": item.date}
             )
-        _mark_superseded(stores, customer_id, date, content_hash)
-        return None
-    if record is not None:
-        _mark_superseded(stores, customer_id, date, record.content_hash)
-    # A read before the conditional write: most customers are in the directory already,
-    # and a read is cheaper than a refused write (and takes no write lock locally).
-    new_customer = (
-        record is None
-        and stores.records.get(layout.CUSTOMER_DIRECTORY, customer_id) is None
-        and stores.records.put_new(layout.CUSTOMER_DIRECTORY, customer_id, {"first_date": date})
-    )
-    status: Status = "processed" if record is None else "replaced"
+        )
+        status: Status = "processed" if item.previous is None else "replaced"
+        outcomes.append(_outcome(status, item, share, new_customer))
+    return outcomes, retry
+
+
+def _outcome(status: Status, item: _Valid, parquet_bytes: int, new: bool = False) -> ProcessOutcome:
     return ProcessOutcome(
         status,
-        raw_key,
-        customer_id,
-        date,
+        item.raw_key,
+        item.customer_id,
+        item.date,
         None,
-        len(raw),
+        item.raw_bytes,
         parquet_bytes,
-        content_hash,
-        new_customer,
+        item.content_hash,
+        new,
     )
 
 
@@ -435,19 +473,75 @@ def process_keys(stores: Stores, keys: Iterable[str]) -> list[ProcessOutcome]:
     return outcomes
 
 
-def process_each(stores: Stores, keys: Iterable[str], known_apps: set[str]) -> list[ProcessOutcome]:
-    """Process the named raw uploads without publishing: the caller publishes the batch."""
-    outcomes = []
+def process_each(
+    stores: Stores, keys: Iterable[str], known_apps: set[str], now: float | None = None
+) -> list[ProcessOutcome]:
+    """Process the named raw uploads as one batch, without publishing: the caller does."""
+    keys = list(dict.fromkeys(keys))  # a key named twice in a batch is one customer-day
+    pending = []
     for key in keys:
-        if not key.startswith(layout.RAW_SCREEN_TIME):
+        if key.startswith(layout.RAW_SCREEN_TIME):
+            pending.append(key)
+        else:
             log.info("ignoring %r: not a screen-time upload", key)
-            continue
-        try:
-            outcomes.append(_process_one(stores, key, None, known_apps))
-        except ObjectMissing:
-            # Deleted before we ran: nothing to process, and a later upload is queued anew.
-            log.warning("queued upload %r is gone", key)
-    return outcomes
+    outcomes: list[ProcessOutcome] = []
+    for _ in range(_CONFLICT_RETRIES):
+        valid = []
+        for key in pending:
+            try:
+                prepared = _prepare(stores, key, now, known_apps)
+            except ObjectMissing:
+                # Deleted before we ran: nothing to process, and a later upload is queued anew.
+                log.warning("queued upload %r is gone", key)
+                continue
+            if isinstance(prepared, ProcessOutcome):
+                outcomes.append(prepared)
+            else:
+                valid.append(prepared)
+        committed, pending = _commit(stores, valid, now)
+        outcomes += committed
+        if not pending:
+            order = {key: n for n, key in enumerate(keys)}
+            return sorted(outcomes, key=lambda outcome: order[outcome.raw_key])
+    raise RuntimeError(f"{pending}: lost {_CONFLICT_RETRIES} conditional writes in a row")
+
+
+def process_batch(
+    stores: Stores, messages: list[tuple[Message, tuple[str, ...]]], known_apps: set[str]
+) -> tuple[dict[Message, list[ProcessOutcome]], dict[Message, str]]:
+    """Process the keys of several messages as one batch: (outcomes, failure reasons).
+
+    One batch means one part per (date, bucket) for all of them. When the batch fails, each
+    message is tried on its own, so one bad delivery cannot hold back the others.
+    """
+    every = [key for _, keys in messages for key in keys]
+    try:
+        outcomes = process_each(stores, every, known_apps)
+    except Exception:
+        if len(messages) == 1:
+            message, _ = messages[0]
+            log.exception("processing %s failed", messages[0][1])
+            return {}, {message: _reason(sys.exc_info()[1])}
+        log.warning("a batch of %d messages failed: trying them one at a time", len(messages))
+        found: dict[Message, list[ProcessOutcome]] = {}
+        failed: dict[Message, str] = {}
+        for message, keys in messages:
+            one, problem = process_batch(stores, [(message, keys)], known_apps)
+            found.update(one)
+            failed.update(problem)
+        return found, failed
+    by_key = {outcome.raw_key: outcome for outcome in outcomes}
+    found = {}
+    for message, keys in messages:
+        found[message] = [by_key[key] for key in dict.fromkeys(keys) if key in by_key]
+        # A key in a later message of the same batch was handled once: a duplicate there.
+        for outcome in found[message]:
+            by_key[outcome.raw_key] = replace(outcome, status="duplicate", parquet_bytes=0)
+    return found, {}
+
+
+def _reason(exc: BaseException | None) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def handle_s3_event(event: dict, stores: Stores) -> list[ProcessOutcome]:
@@ -478,27 +572,24 @@ def drain(
         messages = stores.queue.receive(batch, visibility_seconds)
         if not messages:
             break
-        done = []
-        committed: list[ProcessOutcome] = []
+        batches = [(m, m.keys) for m in messages if m.problem is None]
+        outcomes, failures = process_batch(stores, batches, known_apps)
         for message in messages:
             if message.problem is not None:
-                summary.failed += 1
-                stores.queue.release(message, message.problem)
-                continue
-            try:
-                outcomes = process_each(stores, message.keys, known_apps)
-            except Exception as exc:  # one bad delivery must not stop the worker
-                log.exception("processing %s failed", message.keys)
-                summary.failed += 1
-                stores.queue.release(message, f"{type(exc).__name__}: {exc}"[:500])
-                continue
-            summary.vanished += len(message.keys) - len(outcomes)
-            for outcome in outcomes:
+                failures[message] = message.problem
+        for message, reason in failures.items():
+            summary.failed += 1
+            stores.queue.release(message, reason)
+        done = [m for m in messages if m not in failures]
+        committed: list[ProcessOutcome] = []
+        for message in done:
+            found = outcomes.get(message, [])
+            summary.vanished += len(message.keys) - len(found)
+            for outcome in found:
                 summary.add(outcome)
                 if progress is not None:
                     progress(outcome)
-            committed += outcomes
-            done.append(message)
+            committed += found
         # Versions and counters once per batch, before the messages go: a worker that dies
         # in between leaves them to a redelivery, which finds duplicates.
         publish(stores, committed)

@@ -1,8 +1,10 @@
 """Audit: every raw input is accounted for, and nothing processed points at nothing.
 
 Screen time: each raw upload is processed with its current bytes (the index holds its
-content hash and the Parquet object exists) or quarantined with a reason document for that
-key and hash; no index record points at a missing object; no processed object lacks a record.
+content hash) or quarantined with a reason document for that key and hash; every indexed
+version with rows is found where readers look for it (its part, or its date's compacted
+part); every version held in a part is the indexed one or noted as superseded for
+compaction to drop; after compaction a customer-day is in one part only.
 Events: each valid raw line's event id is in its hour's Parquet, each bad line has a reason
 document, and no event id appears twice in processed Parquet.
 
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_access import layout
+from data_access.queries import read_customer_days
 from data_access.stores import ObjectInfo, ObjectMissing, Stores, UploadRecord
 from pipeline import events, process, schema
 
@@ -28,6 +31,7 @@ _INDEX_PAGE = 10_000
 # modified times in whole seconds, and the two clocks are not the same clock.
 MTIME_SLACK_SECONDS = 2.0
 _LISTED = 50  # keys kept per problem list: the counts say how many there are
+_RESOLVE_BATCH = 1_000  # index records resolved together: each part is read once per batch
 
 
 @dataclass
@@ -37,8 +41,12 @@ class ReconcileReport:
     quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     unhandled: list[str] = field(default_factory=list)  # raw keys neither processed nor quarantined
-    missing_objects: list[str] = field(default_factory=list)  # indexed Parquet keys that are gone
-    orphaned_objects: list[str] = field(default_factory=list)  # Parquet with no index record
+    # "customer/date" of indexed versions with rows that no part holds
+    missing_objects: list[str] = field(default_factory=list)
+    # "part customer hash": rows of a version neither indexed nor awaiting compaction
+    orphaned_objects: list[str] = field(default_factory=list)
+    # "customer/date": the current version in a compacted part and in another part as well
+    duplicated_days: list[str] = field(default_factory=list)
     events_raw_lines: int = 0
     events_processed_rows: int = 0
     events_quarantined: int = 0
@@ -54,6 +62,7 @@ class ReconcileReport:
             self.unhandled
             or self.missing_objects
             or self.orphaned_objects
+            or self.duplicated_days
             or self.events_missing
             or self.events_unquarantined
             or self.events_duplicated
@@ -64,8 +73,9 @@ class ReconcileReport:
         """One line per failed check, for logs and the CLI."""
         checks = {
             "raw uploads neither processed nor quarantined": self.unhandled,
-            "index records pointing at missing objects": self.missing_objects,
-            "processed objects without an index record": self.orphaned_objects,
+            "indexed customer-days whose rows no part holds": self.missing_objects,
+            "processed rows of versions without an index record": self.orphaned_objects,
+            "customer-days held twice after compaction": self.duplicated_days,
             "valid event lines missing from processed": self.events_missing,
             "bad event lines without a reason document": self.events_unquarantined,
             "event ids processed more than once": self.events_duplicated,
@@ -173,32 +183,51 @@ def _reconcile_screen_time(stores: Stores, report: ReconcileReport) -> None:
             else:
                 _note(report.unhandled, info.key)
 
-    # Every record, including those whose raw upload has expired, points at an object.
+    # Every record, including those whose raw upload has expired, has its rows somewhere.
     for page in _index_pages(stores):
-        for record in page:
-            if not lake.exists(record.object_key):
-                _note(report.missing_objects, record.object_key)
-
-    # A processed object is the indexed version, or the one the summaries still hold.
-    for customer_id, infos, records in _by_customer(stores, layout.PROCESSED_SCREEN_TIME):
-        folded = stores.state.get_many(
-            [layout.folded_version(customer_id, date) for date in records]
-        )
-        kept = {r.object_key for r in records.values()} | {
-            layout.processed_upload_key(customer_id, date, held)
-            for date in records
-            if (held := folded.get(layout.folded_version(customer_id, date)))
-        }
-        for info in infos:
-            if info.key not in kept and not _awaiting_sweep(stores, info.key):
-                _note(report.orphaned_objects, info.key)
+        for start in range(0, len(page), _RESOLVE_BATCH):
+            chunk = page[start : start + _RESOLVE_BATCH]
+            for record, rows in zip(chunk, read_customer_days(stores, chunk), strict=True):
+                if rows is None and record.rows > 0:
+                    _note(report.missing_objects, f"{record.customer_id}/{record.date}")
+    _reconcile_parts(stores, report)
 
 
-def _awaiting_sweep(stores: Stores, object_key: str) -> bool:
-    """A replaced version noted for the rollup's sweep is not an orphan yet."""
-    customer_id, date, name = object_key[len(layout.PROCESSED_SCREEN_TIME) :].split("/")
-    prefix = f"{customer_id}/{date}/{name.removesuffix('.parquet')}"
-    return bool(stores.records.scan(layout.SUPERSEDED, prefix=prefix, limit=1))
+def _partition_of(key: str) -> str:
+    return key.rsplit("/", 1)[0]
+
+
+def _reconcile_parts(stores: Stores, report: ReconcileReport) -> None:
+    """Each (date, bucket) at a time: every version in a part is the indexed one, or noted
+    as superseded for compaction to drop; a compacted part's versions are nowhere else."""
+    for partition, infos in itertools.groupby(
+        stores.lake.list(layout.PROCESSED_SCREEN_TIME), key=lambda info: _partition_of(info.key)
+    ):
+        keys = [info.key for info in infos]
+        if not keys[0].startswith(layout.SCREEN_TIME_PARTS):
+            for key in keys:  # not a part of the date/bucket layout
+                _note(report.orphaned_objects, key)
+            continue
+        date = partition.split("date=", 1)[1].split("/", 1)[0]
+        manifest = json.loads(stores.state.get(layout.screen_time_compaction(date)) or "{}")
+        compacted = set(manifest.get("parts", {}).values())
+        holders: dict[tuple[str, str], list[str]] = {}
+        for key in keys:
+            table = stores.lake.read_table([key], ["customer_id", "content_hash"])
+            if not table.num_rows:
+                continue
+            pairs = table.group_by(["customer_id", "content_hash"]).aggregate([])
+            for pair in zip(*(pairs[c].to_pylist() for c in pairs.column_names), strict=True):
+                holders.setdefault(pair, []).append(key)
+        for (customer_id, row_hash), where in holders.items():
+            record = stores.index.get(customer_id, date)
+            if record is not None and layout.row_hash(record.content_hash) == row_hash:
+                if len(where) > 1 and compacted.intersection(where):
+                    _note(report.duplicated_days, f"{customer_id}/{date}")
+            elif not stores.records.scan(
+                layout.SUPERSEDED, prefix=f"{customer_id}/{date}/{row_hash}", limit=1
+            ):
+                _note(report.orphaned_objects, f"{where[0]} {customer_id} {row_hash}")
 
 
 def _reason_codes(stores: Stores, reason_key: str) -> list[str]:

@@ -21,8 +21,9 @@ import pandas as pd
 import pyarrow as pa
 
 from data_access import layout
-from data_access.queries import SUMMARY_COUNTS, summary_frame
+from data_access.queries import SUMMARY_COUNTS, read_customer_days, summary_frame
 from data_access.stores import Stores, UploadRecord
+from pipeline import compact
 
 PARQUET = {"compression": "zstd", "use_dictionary": True}
 WATERMARK_SCREEN_TIME = "rollup:screen_time:watermark"
@@ -42,7 +43,7 @@ class RollupSummary:
     business_dates: list[str] = field(default_factory=list)
     uploads_read: int = 0
     busy: bool = False  # another fold holds the lease
-    superseded_deleted: int = 0  # replaced versions' objects deleted
+    compaction: compact.CompactionSummary = field(default_factory=compact.CompactionSummary)
 
 
 def _read_frame(stores: Stores, key: str) -> pd.DataFrame | None:
@@ -79,7 +80,7 @@ def contributions(stores: Stores, versions: list[tuple[UploadRecord, int, float]
     and once per app it used. Each upload key is one customer-day, so all of it adds up.
     One frame for the whole batch, grouped once: the cost per upload is a few rows of work.
     """
-    tables = stores.lake.read_tables([record.object_key for record, _, _ in versions])
+    tables = read_customer_days(stores, [record for record, _, _ in versions])
     meta = pd.DataFrame(
         {
             "date": [record.date for record, _, _ in versions],
@@ -100,7 +101,7 @@ def contributions(stores: Stores, versions: list[tuple[UploadRecord, int, float]
     ]
     columns = ["date", "stamp", "dim", "key", *SUMMARY_COUNTS]
     if found:
-        rows = pa.concat_tables(found).to_pandas()
+        rows = pa.concat_tables(found, promote_options="permissive").to_pandas()
         uid = rows["uid"].to_numpy()
         hours = rows["hour"].to_numpy().astype(np.int64)
         sign = meta["sign"].to_numpy()[uid]
@@ -176,16 +177,15 @@ def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
     """Fold these index records (oldest first) into the summaries; the dates that changed."""
     folded = stores.state.get_many([layout.folded_version(r.customer_id, r.date) for r in records])
     versions: list[tuple[UploadRecord, int, float]] = []
-    superseded: list[str] = []
     for record in records:
         held = folded.get(layout.folded_version(record.customer_id, record.date))
         if held == record.content_hash:
             continue  # already folded (a fold that died before moving its watermark)
         versions.append((record, 1, record.uploaded_at))
         if held is not None:
-            old_key = layout.processed_upload_key(record.customer_id, record.date, held)
-            versions.append((replace(record, object_key=old_key), -1, record.uploaded_at))
-            superseded.append(old_key)
+            # Where the replaced version lives is found by its hash (object_key="").
+            old = replace(record, object_key="", content_hash=held)
+            versions.append((old, -1, record.uploaded_at))
     changed: list[str] = []
     if versions:
         delta = contributions(stores, versions)
@@ -208,31 +208,10 @@ def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
         name = layout.folded_version(record.customer_id, record.date)
         if folded.get(name) != record.content_hash:
             stores.state.put(name, record.content_hash)
-    for key in superseded:
-        stores.lake.delete(key)
     stamp = f"{time.time():.6f}"
     for date in changed:  # only the dates whose numbers changed get a new version
         stores.state.put(layout.screen_time_date_version(date), stamp)
     return sorted(changed)
-
-
-def sweep_superseded(stores: Stores, *, limit: int = 10_000) -> int:
-    """Delete noted versions that neither the index nor the summaries hold; the number deleted.
-
-    Runs under the fold's lease, after it: no fold can still need such a version.
-    """
-    deleted = 0
-    for name, _ in stores.records.scan(layout.SUPERSEDED, limit=limit):
-        customer_id, date, content_hash = name.split("/")
-        current = stores.index.get(customer_id, date)
-        held = stores.state.get(layout.folded_version(customer_id, date))
-        if content_hash == held:
-            continue  # the next fold subtracts it, then deletes it
-        if current is None or current.content_hash != content_hash:
-            stores.lake.delete(layout.processed_upload_key(customer_id, date, content_hash))
-            deleted += 1
-        stores.records.delete(layout.SUPERSEDED, name)
-    return deleted
 
 
 def rollup_screen_time(
@@ -257,11 +236,13 @@ def rollup_screen_time(
                 if date not in summary.screen_time_dates:
                     summary.screen_time_dates.append(date)
             summary.uploads_read += len(records)
+            compact.note_pending(stores, {r.date for r in records})
             watermark = records[-1].uploaded_at
             stores.state.put(WATERMARK_SCREEN_TIME, repr(watermark))
             if len(found) < batch:
                 break
-        summary.superseded_deleted = sweep_superseded(stores)
+        # Under the same lease: no fold runs while compaction drops replaced versions.
+        summary.compaction = compact.compact_pending(stores)
     if summary.screen_time_dates:
         summary.screen_time_dates.sort()
         stores.state.put(layout.VERSION_SCREEN_TIME_ROLLUP, f"{time.time():.6f}")

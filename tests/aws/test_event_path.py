@@ -37,6 +37,7 @@ from data_access.settings import DataSettings
 from data_access.stores import Stores
 from pipeline import lambda_handlers, process
 from pipeline.bootstrap import bootstrap
+from pipeline.compact import compact_date
 from pipeline.generate import customer_id, customer_profile, screen_time_upload
 from pipeline.reconcile import reconcile
 from pipeline.rollup import rollup_screen_time
@@ -504,8 +505,11 @@ def test_a_corrected_reupload_replaces_its_old_contribution(path: EventPath, loc
     pd.testing.assert_frame_equal(after, daily.load(local_stores))
     pd.testing.assert_frame_equal(apps.load(path.stores), apps.load(local_stores))
     assert not after.equals(before), "the correction changed nothing: a useless test"
-    # The old version's Parquet goes once the summaries no longer hold it.
-    old_key = layout.processed_upload_key(customer, date, hashlib.sha256(old).hexdigest())
-    assert not path.stores.lake.exists(old_key)
+    # The old version's rows go at compaction, now that the summaries no longer hold it.
+    assert compact_date(path.stores, date)
+    bucket = layout.screen_time_bucket(customer)
+    [part] = path.stores.lake.list(layout.screen_time_bucket_prefix(date, bucket))
+    held = set(path.stores.lake.read_table([part.key]).column("content_hash").to_pylist())
+    assert held == {layout.row_hash(hashlib.sha256(new).hexdigest())}
     report = reconcile(path.stores)
     assert report.ok, report.problems()

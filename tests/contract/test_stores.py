@@ -309,6 +309,26 @@ class StoreContract:
         ]
         assert lake.read_tables([]) == []
 
+    def test_read_where_finds_rows_by_value_through_row_group_statistics(self, lake: Lake) -> None:
+        customers = [f"c{n:05d}" for n in range(3000)]
+        table = pa.table(
+            {
+                "customer_id": [c for c in customers for _ in range(3)],
+                "minutes": list(range(9000)),
+            }
+        )
+        key = "processed/screen_time/date=2024-05-01/bucket=00/part-test.parquet"
+        # Several row groups, and a footer beyond the first range an S3 read fetches.
+        lake.write_table(key, table, row_group_size=600, compression="zstd")
+        found = lake.read_where(key, "customer_id", ["c00007", "c02999", "c99999"])
+        assert found is not None
+        assert found.column("customer_id").to_pylist() == ["c00007"] * 3 + ["c02999"] * 3
+        assert found.column("minutes").to_pylist() == [21, 22, 23, 8997, 8998, 8999]
+        only = lake.read_where(key, "customer_id", ["c01500"], columns=["minutes"])
+        assert only is not None and only.column_names == ["minutes"]
+        assert only.column("minutes").to_pylist() == [4500, 4501, 4502]
+        assert lake.read_where("processed/screen_time/none.parquet", "customer_id", ["c1"]) is None
+
     # ------------------------------------------------------------------ cache
 
     def test_cache_roundtrip_and_miss(self, cache: CacheTable) -> None:

@@ -57,7 +57,7 @@ def plant_secrets(outside: Path) -> None:
     """
     for relative in (
         "secret.txt",
-        layout.processed_upload_key("c0000001", "2024-01-01", "0" * 64),
+        layout.screen_time_part_key("2024-01-01", layout.screen_time_bucket("c0000001"), "0" * 16),
         layout.raw_upload_key("c0000001", "2024-01-01"),
         layout.screen_time_summary_key("2024-01-01"),
         layout.business_rollup_key("2024-01-01", "stats"),

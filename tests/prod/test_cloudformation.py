@@ -559,7 +559,8 @@ def test_upload_function_drains_the_queue_in_partial_batches(template: dict) -> 
     # Without it a single bad upload would send its whole batch back to the queue.
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == {"Ref": "UploadBatchSize"}
-    assert parameter_default(template, mapping["BatchSize"]) == 10
+    # Large batches: one part per (date, bucket) per batch keeps PUTs per upload small.
+    assert parameter_default(template, mapping["BatchSize"]) == 500
     concurrency = mapping["ScalingConfig"]["MaximumConcurrency"]
     assert concurrency == {"Ref": "UploadMaxConcurrency"}
     assert parameter_default(template, concurrency) == 10

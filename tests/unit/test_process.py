@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from data_access import layout
 from data_access.settings import DataSettings
 from data_access.stores import Stores
-from pipeline import generate, process, rollup, schema
+from pipeline import compact, generate, process, rollup, schema
 from pipeline.reconcile import requeue_missed
 
 DAY = dt.date(2026, 11, 1)
@@ -84,8 +84,14 @@ def deliver(stores: Stores, key: str, data: bytes) -> str:
 
 
 def processed_key(raw: bytes, customer_id: str = "c0000042", date: str = "2026-11-01") -> str:
-    """Where the Parquet of these raw bytes lives: the object is named by their content."""
-    return layout.processed_upload_key(customer_id, date, hashlib.sha256(raw).hexdigest())
+    """The part a batch of this one upload writes: named by the versions it holds."""
+    name = hashlib.sha256(f"{customer_id}:{hashlib.sha256(raw).hexdigest()}".encode())
+    bucket = layout.screen_time_bucket(customer_id)
+    return layout.screen_time_part_key(date, bucket, name.hexdigest()[:16])
+
+
+def sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
 
 
 def listing(stores: Stores, prefix: str = "") -> list[tuple[str, int, float]]:
@@ -126,18 +132,19 @@ def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
     assert outcome.bytes == len(raw)
     assert outcome.content_hash == hashlib.sha256(raw).hexdigest()
     object_key = processed_key(raw)
-    assert (
-        object_key
-        == f"processed/screen_time/c0000042/2026-11-01/{outcome.content_hash[:16]}.parquet"
-    )
+    bucket = layout.screen_time_bucket("c0000042")
+    assert object_key.startswith(f"processed/screen_time/date=2026-11-01/bucket={bucket:02d}/part-")
     assert [info.key for info in local_stores.lake.list("processed/")] == [object_key]
     table = read(local_stores, object_key)
     assert table.schema.names == [
+        "customer_id", "content_hash", "uploaded_at",
         "hour", "app_id", "seconds", "sessions", "pickups", "notifications",
     ]  # fmt: skip
     assert [str(t) for t in table.schema.types] == [
-        "int8", "string", "int32", "int16", "int16", "int16",
+        "string", "string", "double", "int8", "string", "int32", "int16", "int16", "int16",
     ]  # fmt: skip
+    assert set(table.column("customer_id").to_pylist()) == {"c0000042"}
+    assert set(table.column("content_hash").to_pylist()) == {outcome.content_hash[:16]}
     rows = table.to_pylist()
     # Instagram 08:15:03-08:21:44; YouTube 08:30-10:10 split over three hours.
     assert [(r["hour"], r["app_id"], r["seconds"], r["sessions"]) for r in rows] == [
@@ -185,17 +192,19 @@ def test_midnight_split_puts_seconds_on_both_days_and_keeps_totals(local_stores:
     assert sum(r["sessions"] for r in rows) == len(sessions)
 
 
-def test_empty_day_writes_a_zero_row_file(local_stores: Stores) -> None:
+def test_empty_day_is_a_record_without_rows(local_stores: Stores) -> None:
     raw = upload_bytes([])
     put(local_stores, KEY, raw)
     outcome = process.process_upload(local_stores, KEY, now=NOW)
     table = read(local_stores, processed_key(raw))
     assert outcome.status == "processed"
-    assert table.num_rows == 0 and table.schema == process.AGGREGATED_SCHEMA
+    assert table.num_rows == 0 and table.schema == process.PART_SCHEMA
     assert local_stores.index.get("c0000042", "2026-11-01").rows == 0
 
 
-def test_parquet_is_gzip_dictionary_encoded_with_v2_data_pages(local_stores: Stores) -> None:
+def test_part_is_zstd_with_dictionaries_v2_pages_and_customer_statistics(
+    local_stores: Stores,
+) -> None:
     raw = upload_bytes(SESSIONS)
     put(local_stores, KEY, raw)
     process.process_upload(local_stores, KEY, now=NOW)
@@ -205,15 +214,18 @@ def test_parquet_is_gzip_dictionary_encoded_with_v2_data_pages(local_stores: Sto
     row_group = metadata.row_group(0)
     for index in range(row_group.num_columns):
         column = row_group.column(index)
-        assert column.compression == "GZIP", column.path_in_schema
+        assert column.compression == "ZSTD", column.path_in_schema
         # The page header at data_page_offset says which page kind it is.
         start = column.data_page_offset
         assert PAGE_HEADER_TYPE.get(data[start : start + 2]) == "V2", column.path_in_schema
-        if column.path_in_schema == "app_id":
-            assert column.has_dictionary_page
+        if column.path_in_schema in ("customer_id", "content_hash", "app_id"):
+            assert column.has_dictionary_page, column.path_in_schema
             assert "RLE_DICTIONARY" in column.encodings
             start = column.dictionary_page_offset
             assert PAGE_HEADER_TYPE.get(data[start : start + 2]) == "DICTIONARY_PAGE"
+        # Readers find a customer through these; no other column pays for statistics.
+        has_range = column.statistics is not None and column.statistics.has_min_max
+        assert has_range == (column.path_in_schema == "customer_id"), column.path_in_schema
 
 
 def test_size_on_generated_uploads_is_far_below_the_raw_json(tmp_path: Path) -> None:
@@ -296,14 +308,24 @@ def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
     assert outcome.status == "replaced"
     record = local_stores.index.get("c0000042", "2026-11-01")
     assert record.content_hash == hashlib.sha256(corrected).hexdigest()
-    # A new object for the new content; the replaced one goes at the rollup's sweep (a fold
-    # running now may have read it as current), since no summary holds it.
+    # A new part for the new content; the replaced version's rows go when the closed date
+    # is compacted, which the rollup does once it has folded the replacement.
     assert record.object_key == processed_key(corrected) != processed_key(first)
     assert local_stores.lake.exists(processed_key(first))
-    assert rollup.rollup_screen_time(local_stores).superseded_deleted == 1
-    assert [info.key for info in local_stores.lake.list("processed/")] == [record.object_key]
-    table = read(local_stores, record.object_key)
+    assert local_stores.records.get("superseded", f"c0000042/2026-11-01/{sha(first)}") == {
+        "at": pytest.approx(time.time(), abs=600)
+    }
+    compaction = rollup.rollup_screen_time(local_stores).compaction
+    assert (compaction.dates, compaction.parts_read, compaction.parts_written) == (
+        ["2026-11-01"],
+        2,
+        1,
+    )
+    [compacted] = [info.key for info in local_stores.lake.list("processed/")]
+    table = read(local_stores, compacted)
     assert table.column("app_id").to_pylist() == ["com.instagram.android"]
+    assert set(table.column("content_hash").to_pylist()) == {sha(corrected)[:16]}
+    assert local_stores.records.scan("superseded") == []
     assert local_stores.state.get("version:customer:c0000042").startswith(f"{NOW + 60:.6f}-")
 
 
@@ -322,14 +344,19 @@ def test_replaced_version_the_summaries_hold_stays_until_the_rollup_subtracts_it
     assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "replaced"
     record = local_stores.index.get("c0000042", "2026-11-01")
     assert record.object_key == processed_key(corrected)
-    # The summaries still count the first version: its object stays for the rollup to read.
+    # The summaries still count the first version: compaction keeps it until they do not.
+    assert not compact.compact_date(local_stores, "2026-11-01")
     assert sorted(info.key for info in local_stores.lake.list("processed/")) == sorted(
         [processed_key(first), processed_key(corrected)]
     )
 
     rollup.fold_uploads(local_stores, [record])
     assert local_stores.state.get(folded) == record.content_hash
-    assert [info.key for info in local_stores.lake.list("processed/")] == [record.object_key]
+    assert compact.compact_date(local_stores, "2026-11-01")
+    [compacted] = [info.key for info in local_stores.lake.list("processed/")]
+    assert set(read(local_stores, compacted).column("content_hash").to_pylist()) == {
+        sha(corrected)[:16]
+    }
 
 
 def test_quarantine_writes_raw_copy_and_reason_once(local_stores: Stores) -> None:

@@ -103,18 +103,20 @@ def test_clean_run_reconciles_with_counts(local_stores: Stores) -> None:
     assert report.problems() == []
 
 
-def test_deleted_processed_file_is_reported_missing(local_stores: Stores) -> None:
+def test_deleted_processed_part_is_reported_missing(local_stores: Stores) -> None:
     seed(local_stores)
     run_pipeline(local_stores)
-    gone = local_stores.index.get("c2", "2026-11-02").object_key
+    rollup.rollup_screen_time(local_stores)  # folds, then compacts the closed dates
+    manifest = json.loads(local_stores.state.get(layout.screen_time_compaction("2026-11-02")))
+    gone = manifest["parts"][f"{layout.screen_time_bucket('c2'):02d}"]
     local_stores.lake.delete(gone)
 
     report = reconcile(local_stores)
     assert not report.ok
-    assert report.missing_objects == [gone]
-    # Its raw upload is accounted for by the record; the record's lost object is the problem.
+    assert "c2/2026-11-02" in report.missing_objects
+    # Its raw upload is accounted for by the record; the record's lost rows are the problem.
     assert (report.processed, report.unhandled) == (4, [])
-    assert any(gone in line for line in report.problems())
+    assert any("c2/2026-11-02" in line for line in report.problems())
 
 
 def test_unprocessed_upload_and_lost_quarantine_are_unhandled(
@@ -149,32 +151,36 @@ def test_changed_raw_bytes_are_unhandled_until_processed_again(local_stores: Sto
     local_stores.lake.write_bytes(key, upload("c1", "2026-11-01", [("10:00:00", "10:05:00")]))
     assert reconcile(local_stores).unhandled == [key]
     assert process.process_upload(local_stores, key).status == "replaced"
-    assert reconcile(local_stores).ok  # the replaced object awaits the sweep: not an orphan
+    assert reconcile(local_stores).ok  # the replaced version awaits compaction: not an orphan
     rollup.rollup_screen_time(local_stores)
     assert not local_stores.lake.exists(replaced)
     assert reconcile(local_stores).ok
 
 
-def test_orphaned_parquet_is_reported(local_stores: Stores) -> None:
+def test_orphaned_rows_are_reported(local_stores: Stores) -> None:
     seed(local_stores)
     run_pipeline(local_stores)
-    empty = pa.table({"day": pa.array([], pa.date32())})
-    # A customer with no records at all, and a version of an indexed day the index no
-    # longer points at and the summaries do not hold.
-    orphans = [
-        layout.processed_upload_key("c9", "2026-11-01", "9" * 64),
-        layout.processed_upload_key("c1", "2026-11-01", "0" * 64),
-    ]
-    for orphan in orphans:
-        local_stores.lake.write_table(orphan, empty)
-    # The version the summaries still hold is kept for the rollup to subtract: no orphan.
-    held = layout.processed_upload_key("c2", "2026-11-01", "f" * 64)
-    local_stores.lake.write_table(held, empty)
-    local_stores.state.put(layout.folded_version("c2", "2026-11-01"), "f" * 64)
+
+    def part(customer_id: str, row_hash: str) -> str:
+        bucket = layout.screen_time_bucket(customer_id)
+        key = layout.screen_time_part_key("2026-11-01", bucket, f"{customer_id}-{row_hash[:4]}")
+        table = process.PART_SCHEMA.empty_table().to_pydict()
+        table.update(customer_id=[customer_id], content_hash=[row_hash], uploaded_at=[1.0])
+        table.update(hour=[1], app_id=["x"], seconds=[1], sessions=[1], pickups=[0])
+        table.update(notifications=[0])
+        local_stores.lake.write_table(key, pa.table(table, schema=process.PART_SCHEMA))
+        return key
+
+    # A customer with no records at all, and a version of an indexed day the index does
+    # not name and nothing noted as superseded.
+    orphans = [part("c9", "9" * 16), part("c1", "0" * 16)]
+    # A replaced version noted for compaction to drop is not an orphan.
+    held = part("c2", "f" * 16)
+    local_stores.records.put("superseded", f"c2/2026-11-01/{'f' * 64}", {"at": 1.0})
 
     report = reconcile(local_stores)
-    assert sorted(report.orphaned_objects) == sorted(orphans)
-    assert held not in report.orphaned_objects
+    assert sorted(line.split()[0] for line in report.orphaned_objects) == sorted(orphans)
+    assert not any(held in line for line in report.orphaned_objects)
 
 
 def test_event_problems_are_reported(local_stores: Stores) -> None:

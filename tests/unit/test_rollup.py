@@ -25,11 +25,15 @@ D1, D2 = "2026-11-01", "2026-11-02"
 
 
 def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploaded_at: float):
-    """rows: (day, hour, app_id, seconds) -> a processed file plus its index record."""
+    """rows: (day, hour, app_id, seconds) -> a part of this customer-day plus its record."""
     first = dt.date.fromisoformat(date)
     hours = [r[1] + 24 * (dt.date.fromisoformat(r[0]) - first).days for r in rows]
+    content_hash = hashlib.sha256(f"{customer}{date}{rows}".encode()).hexdigest()
     table = pa.table(
         {
+            "customer_id": pa.array([customer] * len(rows), pa.string()),
+            "content_hash": pa.array([layout.row_hash(content_hash)] * len(rows), pa.string()),
+            "uploaded_at": pa.array([uploaded_at] * len(rows), pa.float64()),
             "hour": pa.array(hours, pa.int8()),
             "app_id": [r[2] for r in rows],
             "seconds": pa.array([r[3] for r in rows], pa.int32()),
@@ -41,8 +45,8 @@ def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploade
     for app in ("chat", "video"):
         category = "Social" if app == "chat" else "Video"
         stores.records.put_new(APP_DIMENSION, app, {"name": app.title(), "category": category})
-    content_hash = hashlib.sha256(f"{customer}{date}{rows}".encode()).hexdigest()
-    key = layout.processed_upload_key(customer, date, content_hash)
+    bucket = layout.screen_time_bucket(customer)
+    key = layout.screen_time_part_key(date, bucket, content_hash[:16])
     size = stores.lake.write_table(key, table)
     record = UploadRecord(
         customer,
@@ -112,8 +116,13 @@ def test_reupload_replaces_and_rerun_changes_nothing(local_stores):
     # Only the changed date's version moved: cached answers for D2 alone survive.
     after = local_stores.state.get_many([d1, d2])
     assert after[d1] != versions[d1] and after[d2] == versions[d2]
-    # The replaced version left the totals, so its object is no longer needed.
+    # The replaced version left the totals, so compaction (the date is closed) dropped it.
     assert not local_stores.lake.exists(first.object_key)
+    [part] = local_stores.lake.list(
+        layout.screen_time_bucket_prefix(D1, layout.screen_time_bucket("c1"))
+    )
+    hashes = set(local_stores.lake.read_table([part.key]).column("content_hash").to_pylist())
+    assert layout.row_hash(first.content_hash) not in hashes
 
 
 def test_a_fold_that_dies_half_way_counts_nothing_twice(local_stores, monkeypatch):

@@ -85,6 +85,28 @@ def test_drain_processes_what_is_queued_and_then_has_nothing_to_do(stores: Store
     assert_screen_time_reconciled(stores)
 
 
+def test_a_batch_writes_one_part_per_date_and_bucket_it_touches(stores: Stores) -> None:
+    days = (END - dt.timedelta(days=1), END)
+    for number in range(40):
+        for day in days:
+            put(stores, number, day)
+    summary = drain(stores, batch=80)  # every message in one receive: one batch
+    assert summary.processed == 80
+    customers = [f"c{n:07d}" for n in range(40)]
+    buckets = {layout.screen_time_bucket(c) for c in customers}
+    parts = list(stores.lake.list(layout.PROCESSED_SCREEN_TIME))
+    # 80 uploads, not 80 objects: one part for each (date, bucket) of the batch.
+    assert len(parts) == len(days) * len(buckets) < 80
+    for day in days:
+        for bucket in buckets:
+            [part] = stores.lake.list(layout.screen_time_bucket_prefix(day.isoformat(), bucket))
+            held = stores.lake.read_table([part.key], ["customer_id"])["customer_id"]
+            assert sorted(set(held.to_pylist())) == sorted(
+                c for c in customers if layout.screen_time_bucket(c) == bucket
+            )
+    assert_screen_time_reconciled(stores)
+
+
 def test_a_worker_killed_mid_batch_loses_nothing_and_counts_once(
     stores: Stores, clock: ManualClock
 ) -> None:
@@ -107,14 +129,14 @@ def test_a_message_that_keeps_failing_is_dead_lettered_with_its_reason(
 ) -> None:
     poison = put(stores, 1, END)
     healthy = put(stores, 2, END)
-    real = process._process_one
+    real = process._prepare
 
     def fails_on_poison(stores_: Stores, key: str, *args: object):
         if key == poison:
             raise OSError("disk on fire")
         return real(stores_, key, *args)
 
-    monkeypatch.setattr(process, "_process_one", fails_on_poison)
+    monkeypatch.setattr(process, "_prepare", fails_on_poison)
     for _ in range(3):
         drain(stores)
         clock.now += stores.queue.retry_seconds + 1
