@@ -12,8 +12,8 @@ multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty folder before gu
 ``/metrics`` then merges every worker's files, whichever worker answers. Without the variable
 (one process, e.g. tests) it serves this process's own registry.
 
-Active sessions come from the shared records store (``live.sessions``), not from a per-worker
-gauge, so a user whose requests reach two workers counts once.
+Active sessions come from the shared records store (``data_access.active_sessions``), not
+from a per-worker gauge, so a user whose requests reach two workers counts once.
 
 Access: with ``METRICS_TOKEN`` set, ``/metrics`` needs ``Authorization: Bearer <token>``;
 without it, only loopback clients are answered.
@@ -43,8 +43,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from auth.guard import current_user
+from data_access.active_sessions import SessionTracker, count_active
 from data_access.stores import RecordStore, StoreUnavailable
-from live.sessions import SessionTracker, count_active
 
 log = logging.getLogger(__name__)
 

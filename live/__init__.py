@@ -1,12 +1,11 @@
-"""The live-data plane the web tier serves and the workers share.
+"""The ingest web package: the HTTP ingest and upload APIs the web tier serves.
 
 - ``live.ingest``: the HTTP ingest API (a Flask blueprint) and its OpenAPI document.
+- ``live.uploads``: presigned device uploads.
 - ``live.event_schemas``: the published JSON Schemas of ingest bodies and their validator.
-- ``live.apikeys``: machine API keys (created and revoked from the CLI, verified by the API).
-- ``live.ratelimit``: a per-key token bucket shared by every worker and instance.
-- ``live.alert_records``: alert documents as both the evaluator and the dashboard read them.
+- ``live.settings``: the ingest settings read from the environment.
 
-Imports run ``dashboard -> live``, ``pipeline -> live``, ``live -> data_access`` (and Flask
-for the blueprint): both the web app and the CLI/scheduler need these pieces, and neither
-may import the other.
+Records the workers share with the web tier (API keys, rate-limit buckets, alerts, active
+sessions, duplicate detection) live in ``data_access``. Imports run ``dashboard -> live ->
+data_access``; ``pipeline`` never imports ``live``.
 """

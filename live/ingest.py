@@ -35,10 +35,12 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from data_access import layout
+from data_access.apikeys import ApiKey, ApiKeyVerifier, InvalidKey, ScopeRefused
 from data_access.factory import build_stores
+from data_access.idempotency import idempotency_kind
+from data_access.ratelimit import RateLimiter
 from data_access.settings import DataSettings
-from data_access.stores import RecordStore, StateStore, Stores, StoreUnavailable
-from live.apikeys import ApiKey, ApiKeyVerifier, InvalidKey, ScopeRefused
+from data_access.stores import Stores, StoreUnavailable
 from live.event_schemas import (
     BATCH_LINE_SCHEMA,
     EVENT_TYPES,
@@ -48,14 +50,10 @@ from live.event_schemas import (
     parse_json,
     validate,
 )
-from live.ratelimit import RateLimiter
 from live.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENCY_KIND = "idempotency"
-IDEMPOTENCY_SHARDS = 16
-PRUNED_THROUGH = "ingest:idempotency:pruned_through"
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -91,13 +89,6 @@ class _Event:
         return idempotency_kind(self.ts.date(), self.event_type, self.event_id), (
             f"{self.event_type}/{self.event_id}"
         )
-
-
-def idempotency_kind(day: dt.date, event_type: str, event_id: str) -> str:
-    """One kind per event date and shard: DynamoDB keeps a kind in one partition, and a
-    partition takes about 1,000 writes per second; sharding spreads a busy day over 16."""
-    shard = hashlib.blake2s(f"{event_type}/{event_id}".encode(), digest_size=1).digest()[0]
-    return f"{IDEMPOTENCY_KIND}:{day.isoformat()}:{shard % IDEMPOTENCY_SHARDS:x}"
 
 
 def raw_event_key(event_type: str, hour: dt.datetime, batch_id: str) -> str:
@@ -351,31 +342,6 @@ def _content_type_problem(headers: dict[str, str], allowed: tuple[str, ...]) -> 
         shown = value[:100] or "none"
         return _problem(415, f"content type must be {' or '.join(allowed)} (got {shown})")
     return None
-
-
-def prune_idempotency(
-    records: RecordStore, state: StateStore, before: dt.date, *, first: dt.date | None = None
-) -> int:
-    """Delete the duplicate-detection records of event dates before ``before``; returns how
-    many. Events that old are refused by the age limit, so their ids cannot come back.
-
-    Dates are pruned in order from the day after the last pruned one (or ``first``, by
-    default 60 days before ``before``), and the progress is kept in the state store.
-    """
-    done = state.get(PRUNED_THROUGH)
-    day = dt.date.fromisoformat(done) + dt.timedelta(days=1) if done else None
-    day = day or first or before - dt.timedelta(days=60)
-    deleted = 0
-    while day < before:
-        for shard in range(IDEMPOTENCY_SHARDS):
-            kind = f"{IDEMPOTENCY_KIND}:{day.isoformat()}:{shard:x}"
-            while batch := records.scan(kind, limit=500):
-                for key, _ in batch:
-                    records.delete(kind, key)
-                deleted += len(batch)
-        state.put(PRUNED_THROUGH, day.isoformat())
-        day += dt.timedelta(days=1)
-    return deleted
 
 
 # ---- OpenAPI -----------------------------------------------------------------------------

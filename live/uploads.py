@@ -20,9 +20,9 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from data_access import layout
+from data_access.apikeys import ApiKeyVerifier, InvalidKey, ScopeRefused
+from data_access.ratelimit import RateLimiter
 from data_access.stores import Stores, StoreUnavailable
-from live.apikeys import ApiKeyVerifier, InvalidKey, ScopeRefused
-from live.ratelimit import RateLimiter
 from live.settings import IngestSettings
 
 PRESIGN_SECONDS = 900

@@ -1,7 +1,7 @@
 """Alert rules, evaluated every minute over what the lake and the index hold.
 
 Each rule returns a finding per subject it could judge: firing (with a severity) or clear.
-``evaluate`` turns findings into alert documents (``live.alert_records``): a firing finding
+``evaluate`` turns findings into alert documents (``data_access.alerts``): a firing finding
 opens one alert per (rule, subject) or raises its severity, a clear finding resolves it, and an
 open alert whose subject no longer reports at all is resolved too (a host that went away).
 A rule that raises is logged and skipped: its alerts stay as they were.
@@ -23,9 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 import pandas as pd
 
 from data_access import layout
-from data_access.queries import MetricsQuery
-from data_access.stores import RecordStore, Stores
-from live.alert_records import (
+from data_access.alerts import (
     OPEN_KIND,
     SEVERITIES,
     Alert,
@@ -36,6 +34,8 @@ from live.alert_records import (
     resolve_alert,
     save_open_alert,
 )
+from data_access.queries import MetricsQuery
+from data_access.stores import RecordStore, Stores
 from pipeline.notify import AlertEvent, Notifier
 
 log = logging.getLogger(__name__)

@@ -136,7 +136,7 @@ def _operator(args: argparse.Namespace) -> str:
 
 
 def cmd_api_key(args: argparse.Namespace) -> int:
-    from live.apikeys import create_key, list_keys, revoke_key
+    from data_access.apikeys import create_key, list_keys, revoke_key
 
     stores = _stores()
     if args.action == "create":
@@ -236,7 +236,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     import time
 
-    from live.alert_records import acknowledge_alert, list_alerts, resolve_alert
+    from data_access.alerts import acknowledge_alert, list_alerts, resolve_alert
     from pipeline.alerts import AlertSettings
     from pipeline.scheduler import run_alerts
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from data_access.active_sessions import count_active
 from data_access.stores import Lake, RecordStore, StoreUnavailable
-from live.sessions import count_active
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 import requests
 from flask import Flask, jsonify
 
+from data_access.apikeys import create_key
 from data_access.factory import build_stores
 from data_access.local import LocalLake
 from data_access.settings import DataSettings
-from live.apikeys import create_key
 from live.ingest import register_ingest
 from live.settings import IngestSettings
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import requests
 
+from data_access.alerts import Alert
 from data_access.stores import RecordStore, StoreUnavailable
-from live.alert_records import Alert
 
 log = logging.getLogger(__name__)
 

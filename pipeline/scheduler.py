@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from data_access.idempotency import prune_idempotency
 from data_access.stores import Stores
-from live.ingest import prune_idempotency
 from pipeline.alerts import AlertSettings, evaluate
 from pipeline.collectors import Collector, CollectorSettings
 from pipeline.notify import Notifier, NotifySettings

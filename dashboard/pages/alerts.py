@@ -22,7 +22,7 @@ from dash import ALL, Input, Output, ctx, dcc, html
 from auth.guard import audit, current_user
 from dashboard.components.controls import page_header
 from dashboard.components.panel import STATE_ID, panel_callback, panel_card, part
-from live.alert_records import AlertsQuery, acknowledge_alert, resolve_alert
+from data_access.alerts import AlertsQuery, acknowledge_alert, resolve_alert
 
 if TYPE_CHECKING:
     from dashboard.app import Services

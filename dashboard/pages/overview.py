@@ -21,8 +21,8 @@ from dashboard.components.panel import (
 )
 from dashboard.components.url_state import ViewState, parse_view_state
 from dashboard.export import export_href
+from data_access.alerts import AlertsQuery
 from data_access.queries import DailyBusinessQuery, KpiSummaryQuery, TopProductsQuery
-from live.alert_records import AlertsQuery
 
 if TYPE_CHECKING:
     from dashboard.app import Services

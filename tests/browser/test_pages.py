@@ -48,7 +48,7 @@ def test_page_renders_with_data(page, name: str):
 
 
 def test_alerts_page_lists_the_alerts_the_rules_opened(page, sample_lake):
-    from live.alert_records import AlertsQuery
+    from data_access.alerts import AlertsQuery
 
     alerts = AlertsQuery().load(sample_lake.stores())
     assert (alerts["status"] == "open").any()

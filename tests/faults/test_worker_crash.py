@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from data_access import layout
-from live.apikeys import create_key
+from data_access.apikeys import create_key
 from pipeline.events import compact_events
 from tests.faults.panels import CallbackLog
 from tests.integrity.checks import assert_reconciled

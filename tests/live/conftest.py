@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from data_access.apikeys import create_key
 from data_access.stores import Stores
-from live.apikeys import create_key
 from live.ingest import IngestApi, register_ingest
 from live.settings import IngestSettings
 

@@ -9,14 +9,14 @@ import time
 import pytest
 
 from data_access import layout
-from data_access.stores import UploadRecord
-from live.alert_records import (
+from data_access.alerts import (
     VERSION_ALERTS,
     acknowledge_alert,
     list_alerts,
     open_alert,
     open_alerts,
 )
+from data_access.stores import UploadRecord
 from pipeline.alerts import RULES, AlertSettings, Rule, evaluate
 from pipeline.collectors import write_points
 from pipeline.events import compact_events, compact_metrics

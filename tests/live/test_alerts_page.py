@@ -14,8 +14,8 @@ from auth.guard import init_auth
 from auth.settings import AuthSettings
 from dashboard.components import panel
 from dashboard.pages import alerts as page
+from data_access.alerts import VERSION_ALERTS, get_alert, open_alert, open_alerts
 from data_access.service import DataService
-from live.alert_records import VERSION_ALERTS, get_alert, open_alert, open_alerts
 
 
 def build_app(stores, settings, role: str):

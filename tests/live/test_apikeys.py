@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from live.apikeys import (
+from data_access.apikeys import (
     ApiKeyVerifier,
     InvalidKey,
     ScopeRefused,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from live.apikeys import create_key
+from data_access.apikeys import create_key
 from pipeline.ingest_bench import UnsyncedLake, bench_app
 from tests.live.factories import pageview
 

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import requests
 
 from data_access import layout
+from data_access.apikeys import create_key
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
-from live.apikeys import create_key
 from pipeline.events import compact_events
 from tests.live.factories import GunicornApp, pageview
 

@@ -12,7 +12,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from live.apikeys import create_key
+from data_access.apikeys import create_key
 from live.ingest import register_ingest
 from live.settings import IngestSettings
 from tests.live.factories import utc_ts

@@ -12,9 +12,10 @@ import pytest
 from flask import Flask
 
 from data_access import layout
+from data_access.apikeys import create_key, revoke_key
+from data_access.idempotency import idempotency_kind
 from data_access.stores import StoreUnavailable
-from live.apikeys import create_key, revoke_key
-from live.ingest import idempotency_kind, register_ingest
+from live.ingest import register_ingest
 from live.settings import IngestSettings
 from pipeline.events import compact_events
 from pipeline.schema import validate_event_line
@@ -420,7 +421,7 @@ def test_503_not_500_when_the_key_store_is_down(local_stores, token):
 
 
 def test_the_rate_limiter_lets_requests_through_when_its_store_is_down():
-    from live.ratelimit import RateLimiter
+    from data_access.ratelimit import RateLimiter
 
     decision = RateLimiter(_DownRecords()).check("k", 1.0, 1)
     assert decision.allowed

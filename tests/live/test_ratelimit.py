@@ -6,7 +6,7 @@ import multiprocessing
 from pathlib import Path
 
 from data_access.local import SqliteRecordStore
-from live.ratelimit import KIND, RateLimiter
+from data_access.ratelimit import KIND, RateLimiter
 from tests.live.conftest import FakeClock
 
 
@@ -44,7 +44,7 @@ def test_buckets_are_per_key_and_old_slots_are_swept(local_stores, monkeypatch):
     limiter = RateLimiter(local_stores.records, clock=clock)
     assert limiter.check("a", 1.0, 1).allowed
     assert limiter.check("b", 1.0, 1).allowed
-    monkeypatch.setattr("live.ratelimit.SWEEP_SHARE", 1.0)
+    monkeypatch.setattr("data_access.ratelimit.SWEEP_SHARE", 1.0)
     for _ in range(50):
         clock.advance(1.0)
         assert limiter.check("a", 1.0, 1).allowed

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from data_access import layout
-from live.ingest import idempotency_kind
+from data_access.idempotency import idempotency_kind
 from pipeline import lambda_handlers
 from pipeline.alerts import AlertSettings
 from pipeline.collectors import CollectorSettings

@@ -92,9 +92,9 @@ ROUTES = {"purchase": "purchase", "pageview": "pageview", "custom": "event"}
 
 @pytest.mark.parametrize("event_type", list(SCHEMAS))
 def test_every_event_the_api_accepts_is_a_valid_raw_line(tmp_path, event_type):
+    from data_access.apikeys import create_key
     from data_access.factory import build_stores
     from data_access.settings import DataSettings
-    from live.apikeys import create_key
 
     stores = build_stores(
         DataSettings(lake_root=tmp_path / event_type, state_db=tmp_path / f"{event_type}.db")

@@ -14,7 +14,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from data_access import layout
-from live.apikeys import create_key
+from data_access.apikeys import create_key
 from live.ingest import register_ingest
 from live.settings import IngestSettings
 from pipeline.events import compact_events

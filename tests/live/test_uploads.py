@@ -10,8 +10,8 @@ import requests
 from flask import Flask
 
 from data_access import layout
+from data_access.apikeys import create_key
 from data_access.stores import Stores
-from live.apikeys import create_key
 from live.settings import IngestSettings
 from live.uploads import register_uploads
 from pipeline.process import drain
