@@ -52,6 +52,15 @@ class NoData(RuntimeError):
     """The lake is unreachable and no earlier answer exists to fall back on."""
 
 
+class VersionGone(LookupError):
+    """The answer at a pinned data version is no longer kept and the data has moved on."""
+
+    def __init__(self, pinned: str, current: str) -> None:
+        super().__init__(f"data version {pinned} is gone; the data is now at {current}")
+        self.pinned = pinned
+        self.current = current
+
+
 @dataclass
 class TierCounters:
     memory: int = 0
@@ -137,17 +146,19 @@ class DataService:
         cached = self._versions.get(memo_key)
         if cached is not None:
             return cached  # type: ignore[return-value]
+        version = self._read_version(names)
+        # An unknown version is remembered as briefly as a real one, so a poll (gate, then
+        # fetch) waits on a failing store once, not twice.
+        self._versions.set(memo_key, version)
+        return version
+
+    def _read_version(self, names: list[str]) -> str:
         try:
             values = self.stores.state.get_many(names)
         except StoreUnavailable as exc:
             log.warning("version lookup failed, treating as unknown: %s", exc)
-            # Remembered as briefly as a version, so a poll (gate, then fetch) waits on a
-            # failing store once, not twice.
-            self._versions.set(memo_key, UNKNOWN_VERSION)
             return UNKNOWN_VERSION
-        version = "|".join(values.get(name, "0") for name in names)
-        self._versions.set(memo_key, version)
-        return version
+        return "|".join(values.get(name, "0") for name in names)
 
     @staticmethod
     def cache_key(query: Query, version: str) -> str:
@@ -201,6 +212,54 @@ class DataService:
         result = Result(frame, Provenance("lake", as_of, version, problem))
         self.counters.lake += 1
         self._remember(query, key, result, encode(frame, as_of), to_cache_table=problem is None)
+        return result
+
+    def fetch_at(self, query: Query, version: str) -> Result:
+        """The query's answer at exactly ``version`` (as a panel showed it), or ``VersionGone``.
+
+        Kept answers come first (memo, shared memo, cache table, last good answer); when none
+        holds that version, the lake is read only if the version is still current before and
+        after the read, so the rows are never those of a later version.
+        """
+        pinned = version.removeprefix("stale:")  # what a panel shows while the lake is down
+        if pinned == UNKNOWN_VERSION:
+            raise VersionGone(version, self.version(query))
+        key = self.cache_key(query, pinned)
+        memo = self._memo.get(key)
+        if memo is not None:
+            self.counters.memory += 1
+            return memo  # type: ignore[return-value]
+        payload = self._shared_get(key)
+        if payload is None:
+            try:
+                payload = self.stores.cache.get(key)
+            except StoreUnavailable as exc:
+                self.counters.cache_errors += 1
+                log.warning("cache read failed for a pinned read: %s", exc)
+        if payload is not None:
+            frame, as_of = decode(payload)
+            self.counters.cache += 1
+            return Result(frame, Provenance("cache", as_of, pinned))
+        last = self._last_good.get(repr(query))
+        if last is not None and last.provenance.version == pinned:  # type: ignore[attr-defined]
+            return last  # type: ignore[return-value]
+        # Read fresh, not from the version memo: a second-old version could be a moved one.
+        names = query.versions()
+        current = self._read_version(names)
+        if current != pinned:
+            raise VersionGone(pinned, current)
+        try:
+            frame = query.load(self.stores)
+        except StoreUnavailable as exc:
+            self.counters.lake_errors += 1
+            raise NoData(f"lake unreachable for {query.kind}: {exc}") from exc
+        after = self._read_version(names)
+        if after != pinned:
+            raise VersionGone(pinned, after)
+        as_of = self._clock()
+        result = Result(frame, Provenance("lake", as_of, pinned))
+        self.counters.lake += 1
+        self._remember(query, key, result, encode(frame, as_of), to_cache_table=True)
         return result
 
     def _remember(

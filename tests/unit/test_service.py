@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from data_access.queries import Query
-from data_access.service import DataService, NoData, decode, encode
+from data_access.service import DataService, NoData, VersionGone, decode, encode
 from data_access.settings import DataSettings
 from data_access.stores import Stores, StoreUnavailable
 
@@ -189,3 +189,51 @@ def test_version_store_down_reads_the_lake_and_every_answer_says_degraded(
     )
     # Nothing was cached under the unknown version.
     assert local_stores.cache.get(DataService.cache_key(CountingQuery(), "unknown")) is None
+
+
+# ---- answers pinned to the version a panel showed ---------------------------------------------
+
+
+def test_a_pinned_read_answers_the_shown_version_after_the_data_moved(service):
+    svc, clock = service
+    shown = svc.fetch(CountingQuery())
+    svc.stores.lake.write_bytes("test/a", b"42")
+    svc.stores.state.put("version:test:a", "2")
+    pinned = svc.fetch_at(CountingQuery(), shown.provenance.version)
+    assert pinned.data["value"].tolist() == [41]  # from memory
+    clock.now += 11  # past the memo: the cache table still holds that version
+    assert svc.fetch_at(CountingQuery(), shown.provenance.version).data["value"].tolist() == [41]
+    assert CountingQuery.loads == ["a"]
+    assert svc.fetch(CountingQuery()).data["value"].tolist() == [42]
+
+
+def test_a_pinned_version_no_longer_kept_and_no_longer_current_is_gone(
+    local_stores, local_settings
+):
+    from data_access.local import SqliteCacheTable
+
+    clock = Clock()
+    stores = replace(local_stores, cache=SqliteCacheTable(local_settings.state_db, clock=clock))
+    stores.lake.write_bytes("test/a", b"1")
+    settings = replace(local_settings, memo_seconds=1, version_memo_seconds=0, cache_ttl_seconds=60)
+    svc = DataService(stores, settings, clock=clock)
+    CountingQuery.loads.clear()
+    shown = svc.fetch(CountingQuery()).provenance.version
+    stores.lake.write_bytes("test/a", b"2")
+    stores.state.put("version:test:a", "moved")
+    clock.now += 61  # past the memo and the cache entry
+    fresh = DataService(stores, settings, clock=clock)  # another worker: no last good answer
+    with pytest.raises(VersionGone) as gone:
+        fresh.fetch_at(CountingQuery(), shown)
+    assert (gone.value.pinned, gone.value.current) == (shown, "moved")
+    assert CountingQuery.loads == ["a"]  # the lake was not read for rows it could not use
+
+
+def test_a_pinned_read_of_the_current_version_reads_the_lake(service):
+    svc, _clock = service
+    svc.stores.state.put("version:test:a", "7")
+    result = svc.fetch_at(CountingQuery(), "7")
+    assert (result.provenance.tier, result.provenance.version) == ("lake", "7")
+    assert result.data["value"].tolist() == [41]
+    with pytest.raises(VersionGone):
+        svc.fetch_at(CountingQuery(), "unknown")
