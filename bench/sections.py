@@ -475,8 +475,8 @@ def cache(report: Report, folder: Path, *, full: bool) -> None:
 
 def pipeline(report: Report, folder: Path, *, full: bool) -> None:
     """Events accepted per second (the live-data bench) and rollup time for a day of data."""
+    from bench.ingest import bench_ingest
     from pipeline.generate import generate
-    from pipeline.ingest_bench import bench_ingest
     from pipeline.process import drain
     from pipeline.rollup import rollup_screen_time
 

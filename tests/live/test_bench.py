@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from bench.ingest import UnsyncedLake, bench_app
 from data_access.apikeys import create_key
-from pipeline.ingest_bench import UnsyncedLake, bench_app
 from tests.live.factories import pageview
 
 

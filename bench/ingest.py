@@ -195,7 +195,7 @@ def _ingest_rate(folder: Path, *, durable: bool, count: int, clients: int, batch
         rate_burst=10**6,
     ).token
     env = {"LAKE_ROOT": str(settings.lake_root), "STATE_DB": str(settings.state_db)}
-    app = f"pipeline.ingest_bench:bench_app(durable={durable})"
+    app = f"bench.ingest:bench_app(durable={durable})"
     with gunicorn_server(app, env, folder) as base:
         _send_stream(base, token, min(200, count), clients, batch)  # warm up
         accepted, seconds = _send_stream(base, token, count, clients, batch)
