@@ -5,10 +5,11 @@ The interface the dashboard uses:
 ``init_auth(server, settings, records)``
     Call once from ``create_app`` with ``AuthSettings.from_env(env)`` and the backend's
     record store (``Stores.records``). Configures the session cookie (HttpOnly,
-    SameSite=Lax, Secure over https and in production, idle and absolute lifetime),
-    ProxyFix from ``PROXY_FIX_*``, the routes ``/login``, ``/auth/callback``, ``/logout``,
-    ``/signed-out``, ``/auth/whoami`` and ``/admin/audit`` (admin), and a guard in front of
-    every other route (see ``auth.guard`` for the public allowlist and why).
+    SameSite=Lax, Secure over https and in production; it names a server-side session in
+    the record store, see ``auth.session``), ProxyFix from ``PROXY_FIX_*``, the routes
+    ``/login``, ``/auth/callback``, ``/logout``, ``/logout/everywhere``, ``/signed-out``,
+    ``/auth/whoami``, ``/admin/audit`` and ``/admin/sessions`` (admin), and a guard in front
+    of every other route (see ``auth.guard`` for the public allowlist and why).
 ``current_user() -> User | None``
     The signed-in user of the request (``user.role``, ``user.can("operator")``).
 ``require_role(role)``

@@ -26,7 +26,7 @@ from auth.audit import AuditLog
 from auth.oidc import OidcSignIn
 from auth.pages import RETRY_AFTER_SECONDS, error_page
 from auth.roles import ROLES, User
-from auth.session import requested_path, safe_next
+from auth.session import SessionStore, requested_path, safe_next
 from auth.settings import AuthSettings
 
 EXTENSION_KEY = "mission_control.auth"
@@ -40,6 +40,7 @@ class AuthState:
     oidc: OidcSignIn | None = None
     alb: AlbVerifier | None = None
     dev_user: User | None = None
+    sessions: SessionStore | None = None  # AUTH_MODE=oidc: server-side sessions
     # Dash component-id prefix -> minimum role for callbacks that write to it.
     dash_rules: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
@@ -121,6 +122,16 @@ def unauthenticated_response() -> Response:
     if is_navigation():
         return redirect(target)
     return json_error(401, "Sign-in required.", login=target)
+
+
+def session_store_unavailable() -> Response:
+    """The session store cannot be asked: a 503 (with Retry-After), never a guess."""
+    message = "Your session cannot be checked right now. Please try again in a moment."
+    if is_navigation():
+        return error_page(
+            "Sessions unavailable", message, status=503, retry_url=safe_next(requested_path())
+        )
+    return json_error(503, message)
 
 
 def forbidden_response(user: User, needed: str, what: str) -> Response:

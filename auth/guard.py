@@ -25,6 +25,7 @@ import json
 import logging
 import secrets
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request, session
@@ -43,12 +44,22 @@ from auth.context import (
     is_navigation,
     json_error,
     require_role,
+    session_store_unavailable,
     unauthenticated_response,
 )
 from auth.oidc import OidcSignIn
 from auth.pages import error_page, refusal_page
 from auth.roles import ROLES, User, claim_at_path, rank, resolve_role
-from auth.session import configure_cookie, requested_path, safe_next, session_user
+from auth.session import (
+    ProcessRecords,
+    SessionRecords,
+    SessionStore,
+    SessionStoreUnavailable,
+    configure_cookie,
+    requested_path,
+    safe_next,
+    session_user,
+)
 from auth.settings import AuthSettings
 from auth.views import register_views
 
@@ -88,6 +99,15 @@ DASH_CALLBACK_SUFFIX = "/_dash-update-component"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ALB_SIGNED_IN_KEY = "mc_alb_sub"
 ALB_REFUSED_KEY = "mc_alb_refused"
+# Public routes that still want to know who is asking: sign-in skips a signed-in user,
+# sign-out ends the session.
+SESSION_AWARE_PUBLIC_RULES = frozenset({"/login", "/logout"})
+# A Dash input that changes by itself: the interval that drives the panels' polls.
+POLL_PROP_SUFFIX = ".n_intervals"
+
+
+class AuthRecords(AuditRecords, SessionRecords, Protocol):
+    """The record store's methods auth uses: the audit log's and the sessions'."""
 
 
 def is_public_rule(rule: str) -> bool:
@@ -102,11 +122,11 @@ def _is_loopback(address: str | None) -> bool:
         return False
 
 
-def init_auth(server: Flask, settings: AuthSettings, records: AuditRecords | None = None) -> None:
+def init_auth(server: Flask, settings: AuthSettings, records: AuthRecords | None = None) -> None:
     """Wire sign-in, sessions, the route guard and the audit log into ``server``.
 
     ``records`` is the backend's record store (``Stores.records``); without one, audit
-    entries reach the log only, which production refuses.
+    entries reach the log only and sessions live in this process, which production refuses.
     """
     problems = settings.problems()
     if settings.production and records is None:
@@ -135,6 +155,14 @@ def init_auth(server: Flask, settings: AuthSettings, records: AuditRecords | Non
     state = AuthState(settings=settings, audit_log=AuditLog(records))
     if settings.mode == "oidc":
         state.oidc = OidcSignIn(server, settings)
+        state.sessions = SessionStore(
+            records if records is not None else ProcessRecords(lambda: state.clock()),
+            idle_seconds=state.idle_seconds,
+            max_seconds=state.max_seconds,
+            recheck_seconds=settings.session_recheck_seconds,
+            kiosk_users=settings.session_kiosk_users,
+            clock=lambda: state.clock(),  # read late: tests replace state.clock
+        )
     elif settings.mode == "alb":
         state.alb = AlbVerifier(
             key_url_template=settings.alb_key_url,
@@ -188,10 +216,15 @@ def _guard() -> Response | None:
         refusal = _identify_from_alb(state)
         if refusal is not None and not public:
             return refusal
-    else:
-        g.user = session_user(
-            now=state.clock(), idle_seconds=state.idle_seconds, max_seconds=state.max_seconds
-        )
+    elif state.sessions is not None and (not public or rule in SESSION_AWARE_PUBLIC_RULES):
+        try:
+            g.user = session_user(state.sessions, active=not is_background_poll())
+        except SessionStoreUnavailable as exc:
+            log.error("refused %s %s: %s", request.method, request.path, exc)
+            # Sign-in and sign-out answer for themselves (they need the store as well).
+            g.session_store_down = True
+            if not public:
+                return session_store_unavailable()
     if public:
         return None
     user = current_user()
@@ -203,6 +236,25 @@ def _guard() -> Response | None:
     if request.method == "POST" and request.path.endswith(DASH_CALLBACK_SUFFIX):
         return _check_dash_outputs(state, user)
     return None
+
+
+def is_background_poll() -> bool:
+    """A request the page makes by itself, which does not count as the user's activity.
+
+    Navigations and other POSTs (forms) are the user's. Of Dash callbacks, those fired by
+    the interval (every changed prop an ``n_intervals``) and those fired on page load (no
+    changed prop; the navigation itself counted) are the page's. Anything else a script
+    asks for (layout, JSON endpoints) follows a navigation or a callback, so is not counted.
+    """
+    if request.method == "POST" and request.path.endswith(DASH_CALLBACK_SUFFIX):
+        body = request.get_json(silent=True)
+        changed = body.get("changedPropIds") if isinstance(body, dict) else None
+        if not isinstance(changed, list) or not changed:
+            return True
+        return all(isinstance(prop, str) and prop.endswith(POLL_PROP_SUFFIX) for prop in changed)
+    if request.method not in SAFE_METHODS:
+        return False
+    return not is_navigation()
 
 
 def _same_origin() -> bool:

@@ -7,7 +7,8 @@ so they are self-contained: inline CSS, no scripts, every value escaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from flask import Response
 from markupsafe import Markup, escape
@@ -124,14 +125,64 @@ def refusal_page(
     )
 
 
-def sign_out_page(action: str, cancel: str) -> Response:
+def sign_out_page(action: str, cancel: str, everywhere_action: str | None = None) -> Response:
     """What GET /logout shows: signing out is a POST from this page, never a link that any
     site could make a browser follow."""
     form = Markup(
         "<form method='post' action='{}' class='actions'><button type='submit'>Sign out</button>"
         " <a href='{}' class='secondary'>Stay signed in</a></form>"
     ).format(action, cancel)
+    if everywhere_action:
+        form += Markup(
+            "<form method='post' action='{}' class='actions'><button type='submit'>"
+            "Sign out everywhere</button> <span class='muted'>ends your sessions in every "
+            "browser and device</span></form>"
+        ).format(everywhere_action)
     return html_page("Sign out?", "Sign out of Mission Control on this browser?", extra=form)
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def sessions_table(
+    sessions: Iterable[tuple[str, Mapping[str, object]]],
+    *,
+    end_action: str,
+    current_key: str | None,
+    expires_at: Callable[[Mapping[str, object]], float],
+) -> Markup:
+    """Live sessions, each with a button (a POST form) ending it; keys shown shortened."""
+    rows = []
+    for key, doc in sessions:
+        end = Markup(
+            "<form method='post' action='{}' class='actions'><input type='hidden' name='key' "
+            "value='{}'><button type='submit'>End</button></form>"
+        ).format(end_action, key)
+        rows.append(
+            Markup(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td class='muted'>{}</td><td class='muted'>{}{}</td><td>{}</td></tr>"
+            ).format(
+                doc.get("email") or doc.get("sub") or "-",
+                doc.get("role") or "-",
+                _when(doc.get("signed_in_at")),
+                _when(doc.get("seen_at")),
+                _when(expires_at(doc)),
+                doc.get("ip") or "-",
+                doc.get("user_agent") or "-",
+                key[:12],
+                " (this session)" if key == current_key else "",
+                end,
+            )
+        )
+    header = Markup(
+        "<table><tr><th>user</th><th>role</th><th>signed in (UTC)</th><th>last active</th>"
+        "<th>ends</th><th>address</th><th>browser</th><th>session</th><th></th></tr>"
+    )
+    return header + Markup("").join(rows) + Markup("</table>")
 
 
 def audit_table(entries: Iterable[tuple[str, Mapping[str, object]]]) -> Markup:

@@ -32,6 +32,14 @@ variable                   meaning                                     default
                            503 "busy" page at once
 ``SESSION_IDLE_MINUTES``   a session unused this long ends             ``60``
 ``SESSION_MAX_HOURS``      a session ends this long after sign-in      ``12``
+``SESSION_RECHECK_SECONDS`` how long a worker trusts a session it     ``5``
+                           looked up; a session ended on another
+                           worker is refused here within this time
+                           (``0``: every request asks the store)
+``SESSION_KIOSK_USERS``    e-mails (comma-separated) whose background  none
+                           polls count as activity, for unattended
+                           wall screens; others idle out while only
+                           polling
 ``ALB_REGION``             region of the load balancer (key URL)       empty
 ``ALB_KEY_URL``            public key URL template with ``{kid}``      ``https://public-keys.
                                                                        auth.elb.{region}.
@@ -131,6 +139,8 @@ class AuthSettings:
     oidc_max_concurrent_calls: int = 2
     session_idle_minutes: int = 60
     session_max_hours: int = 12
+    session_recheck_seconds: int = 5
+    session_kiosk_users: tuple[str, ...] = ()
     alb_region: str = ""
     alb_key_url: str = ""
     alb_expected_signer: str = ""
@@ -172,6 +182,14 @@ class AuthSettings:
             ),
             session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", cls.session_idle_minutes),
             session_max_hours=_int(env, "SESSION_MAX_HOURS", cls.session_max_hours),
+            session_recheck_seconds=_int(
+                env, "SESSION_RECHECK_SECONDS", cls.session_recheck_seconds
+            ),
+            session_kiosk_users=tuple(
+                value.strip().lower()
+                for value in env.get("SESSION_KIOSK_USERS", "").split(",")
+                if value.strip()
+            ),
             alb_region=region,
             alb_key_url=env.get("ALB_KEY_URL", "").strip() or default_key_url,
             alb_expected_signer=env.get("ALB_EXPECTED_SIGNER", "").strip(),

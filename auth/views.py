@@ -1,4 +1,4 @@
-"""Sign-in, callback, sign-out and the two admin pages, as one blueprint named ``auth``."""
+"""Sign-in, callback, sign-out and the admin pages, as one blueprint named ``auth``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from flask import Blueprint, Flask, Response, abort, g, redirect, request, sessi
 from markupsafe import Markup
 
 from auth.alb import ALB_SESSION_COOKIE_PREFIX
-from auth.context import audit_as, auth_state, current_user, login_url, require_role
+from auth.context import (
+    audit_as,
+    auth_state,
+    current_user,
+    login_url,
+    require_role,
+    session_store_unavailable,
+)
 from auth.oidc import SignInFailed
 from auth.pages import (
     audit_table,
@@ -17,10 +24,21 @@ from auth.pages import (
     error_page,
     html_page,
     refusal_page,
+    sessions_table,
     sign_out_page,
 )
 from auth.roles import User, claim_at_path, resolve_role
-from auth.session import NEXT_KEY, end_session, requested_path, safe_next, start_session
+from auth.session import (
+    NEXT_KEY,
+    SessionStore,
+    SessionStoreUnavailable,
+    cookie_session_key,
+    end_session,
+    requested_path,
+    safe_next,
+    start_session,
+    user_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +129,63 @@ def callback() -> Response:
             claims=claims,
             retry_url=login_url(target),
         )
-    session_id = start_session(person, now=state.clock(), id_token=signed_in.id_token)
+    assert state.sessions is not None  # AUTH_MODE=oidc has a session store
+    try:
+        key = start_session(state.sessions, person, id_token=signed_in.id_token)
+    except SessionStoreUnavailable as exc:
+        log.error("sign-in of %s could not be stored: %s", person.label, exc)
+        session.clear()
+        return session_store_unavailable()
     g.user = person
-    audit_as(person, "sign-in", method="oidc", session=session_id[:8])
+    audit_as(person, "sign-in", method="oidc", session=key[:8])
     return redirect(target)
 
 
 def logout() -> Response:
+    state = auth_state()
     if request.method != "POST":
         # A cross-site link or meta refresh must not sign anyone out: GET only asks.
-        return sign_out_page(url_for("auth.logout"), "/")
-    state = auth_state()
+        everywhere = url_for("auth.logout_everywhere") if state.sessions is not None else None
+        return sign_out_page(url_for("auth.logout"), "/", everywhere)
     user = current_user()
-    id_token = end_session()
+    id_token = ""
+    if state.sessions is not None:
+        if g.get("session_store_down"):
+            return session_store_unavailable()  # the cookie stays: signing out can be retried
+        try:
+            id_token = end_session(state.sessions)
+        except SessionStoreUnavailable as exc:
+            log.error("sign-out of %s failed: %s", user.label if user else "-", exc)
+            return session_store_unavailable()
+    else:
+        session.clear()
     g.user = None
     if user is not None:
         audit_as(user, "sign-out", method=state.settings.mode)
+    return _leave(user, id_token)
+
+
+def logout_everywhere() -> Response:
+    """End every session of the signed-in user (all browsers and devices), then leave."""
+    state = auth_state()
+    user = current_user()
+    if state.sessions is None:
+        abort(404)  # only AUTH_MODE=oidc keeps sessions here
+    assert user is not None  # the guard let us through
+    try:
+        id_token = end_session(state.sessions)
+        ended = 1 + state.sessions.end_all(user.subject)
+    except SessionStoreUnavailable as exc:
+        log.error("sign-out everywhere of %s failed: %s", user.label, exc)
+        return session_store_unavailable()
+    g.user = None
+    audit_as(user, "sign-out-everywhere", sessions=ended)
+    return _leave(user, id_token)
+
+
+def _leave(user: User | None, id_token: str) -> Response:
+    """Where the browser goes once signed out here: the provider's logout, or our page."""
+    state = auth_state()
     signed_out = url_for("auth.signed_out")
     if state.oidc is not None and user is not None:
         provider_logout = state.oidc.logout_url(id_token, _external_url("auth.signed_out"))
@@ -177,8 +236,85 @@ def whoami() -> Response:
         "Who am I",
         f"Signed in as {user.name or user.label} ({user.label}).",
         extra=extra,
+        links=[
+            ("Dashboard", "/"),
+            ("Audit log", url_for("auth.audit_log")),
+            ("Sessions", url_for("auth.admin_sessions")),
+        ],
+    )
+
+
+def _sessions_or_none() -> SessionStore:
+    sessions = auth_state().sessions
+    if sessions is None:
+        abort(404)  # only AUTH_MODE=oidc keeps sessions here
+    return sessions
+
+
+@require_role("admin")
+def admin_sessions() -> Response:
+    """Live sessions, all or one user's (``?user=`` e-mail or subject), each endable."""
+    sessions = _sessions_or_none()
+    wanted = request.args.get("user", "").strip()
+    try:
+        found = sessions.sessions()
+    except SessionStoreUnavailable as exc:
+        log.error("session list failed: %s", exc)
+        return session_store_unavailable()
+    if wanted:
+        found = [
+            (key, doc)
+            for key, doc in found
+            if wanted == doc.get("sub") or wanted.lower() == str(doc.get("email", "")).lower()
+        ]
+    extra = sessions_table(
+        found,
+        end_action=url_for("auth.admin_end_session"),
+        current_key=cookie_session_key(),
+        expires_at=sessions.expires_at,
+    )
+    subjects = {str(doc.get("sub", "")) for _, doc in found}
+    if wanted and len(subjects) == 1:
+        extra += Markup(
+            "<form method='post' action='{}' class='actions'><input type='hidden' name='sub' "
+            "value='{}'><button type='submit'>End all sessions of {}</button></form>"
+        ).format(url_for("auth.admin_end_user_sessions"), subjects.pop(), wanted)
+    caption = f"{len(found)} live sessions" + (f" of {wanted}" if wanted else "")
+    return html_page(
+        "Sessions",
+        caption,
+        extra=extra,
         links=[("Dashboard", "/"), ("Audit log", url_for("auth.audit_log"))],
     )
+
+
+@require_role("admin")
+def admin_end_session() -> Response:
+    sessions = _sessions_or_none()
+    key = request.form.get("key", "")
+    try:
+        ended = sessions.end(key) if key else None
+    except SessionStoreUnavailable as exc:
+        log.error("ending session %s failed: %s", key[:8], exc)
+        return session_store_unavailable()
+    if ended is not None:
+        target = user_of(ended)
+        audit_as(current_user(), "session-ended", target=target.label, session=key[:8])
+        return redirect(url_for("auth.admin_sessions", user=target.email or target.subject))
+    return redirect(url_for("auth.admin_sessions"))
+
+
+@require_role("admin")
+def admin_end_user_sessions() -> Response:
+    sessions = _sessions_or_none()
+    subject = request.form.get("sub", "")
+    try:
+        count = sessions.end_all(subject) if subject else 0
+    except SessionStoreUnavailable as exc:
+        log.error("ending the sessions of %s failed: %s", subject, exc)
+        return session_store_unavailable()
+    audit_as(current_user(), "sessions-ended", target=subject, sessions=count)
+    return redirect(url_for("auth.admin_sessions"))
 
 
 @require_role("admin")
@@ -215,7 +351,20 @@ def register_views(server: Flask) -> None:
     blueprint.add_url_rule("/login", "login", login, methods=["GET"])
     blueprint.add_url_rule("/auth/callback", "callback", callback, methods=["GET"])
     blueprint.add_url_rule("/logout", "logout", logout, methods=["GET", "POST"])  # GET asks
+    blueprint.add_url_rule(
+        "/logout/everywhere", "logout_everywhere", logout_everywhere, methods=["POST"]
+    )
     blueprint.add_url_rule("/signed-out", "signed_out", signed_out, methods=["GET"])
     blueprint.add_url_rule("/auth/whoami", "whoami", whoami, methods=["GET"])
     blueprint.add_url_rule("/admin/audit", "audit_log", audit_log, methods=["GET"])
+    blueprint.add_url_rule("/admin/sessions", "admin_sessions", admin_sessions, methods=["GET"])
+    blueprint.add_url_rule(
+        "/admin/sessions/end", "admin_end_session", admin_end_session, methods=["POST"]
+    )
+    blueprint.add_url_rule(
+        "/admin/sessions/end-user",
+        "admin_end_user_sessions",
+        admin_end_user_sessions,
+        methods=["POST"],
+    )
     server.register_blueprint(blueprint)

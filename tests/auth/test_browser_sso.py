@@ -70,7 +70,7 @@ def test_sign_in_use_the_dashboard_and_sign_out_everywhere(sso_page, sso_dashboa
     page.goto("/")
     expect(page.locator(".mc-role")).to_have_text("admin")  # the header shows the role
     page.get_by_role("link", name="Sign out").click()  # the header's link asks first
-    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("button", name="Sign out", exact=True).click()
     page.get_by_role("button", name="Yes, sign me out").click()  # the provider asks too
     expect(page).to_have_url(re.compile(re.escape(f"{dashboard.url}/signed-out")))
     expect(page.locator("h1")).to_have_text("Signed out")

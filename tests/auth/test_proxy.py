@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -48,7 +47,7 @@ def test_forwarded_headers_are_ignored_without_proxy_fix(oidc_provider, records)
 def test_client_ip_in_the_audit_log_follows_proxy_fix(oidc_provider, records, x_for, expected_ip):
     app = build_app(AuthSettings.from_env(oidc_provider.env(PROXY_FIX_X_FOR=x_for)), records)
     client = app.test_client()
-    sign_in_as(client, "operator", at=time.time())
+    sign_in_as(client, "operator")
 
     client.get("/export.csv", headers=FORWARDED, environ_base={"REMOTE_ADDR": PROXY_ADDRESS})
 
