@@ -167,6 +167,8 @@ def grid_body(
         "paginationPageSize": 50,
         "paginationPageSizeSelector": [20, 50, 100, 500],
         "animateRows": False,
+        # Columns keep a readable width; on a phone the grid scrolls sideways, and says so.
+        "alwaysShowHorizontalScroll": True,
         "enableCellTextSelection": True,
         "localeText": {"noRowsToShow": "No rows for this selection"},
     }
