@@ -2,13 +2,18 @@
 
 The parameters are the page's own (range, customer, day, week, category) plus, for grids,
 the grid's filter model (``filter``, AG Grid JSON) and sort (``sort``, ``[{"colId", "sort"}]``),
-applied here with pandas the way the grid applies them.
+applied here with pandas the way the grid applies them, and ``version``: the data version the
+panel shows. A pinned export answers from that version (``DataService.fetch_at``), so the file
+holds the rows on screen even when newer data arrived since; when that version is no longer
+kept it refuses (409) with a link to the current data, never silently exporting other rows.
 
 Format choices:
 - RFC 4180: comma, double-quote quoting, CRLF line ends, a header row.
 - UTF-8 with a byte order mark, because the operators' spreadsheet (Excel) reads a CSV
   without one in the local 8-bit code page and garbles non-ASCII names; pandas
   (``encoding="utf-8-sig"``) and most CSV readers skip the mark.
+- Headers are the column titles the panel shows, with units: ``Revenue ($)``, not ``revenue``.
+- Money has two decimals (``249.00``); other numbers are written in full.
 - Formula neutralisation: a text cell starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets
   a leading ``'`` so a spreadsheet shows it instead of evaluating it. Numbers stay numbers.
 - Row limit: an export over ``EXPORT_ROW_LIMIT`` rows is refused with 413 and a message that
@@ -33,6 +38,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 from flask import Blueprint, Response, request, stream_with_context
+from markupsafe import escape
 
 from auth.guard import audit, require_role
 from dashboard import figures
@@ -55,7 +61,7 @@ from data_access.queries import (
     TopProductsQuery,
     WeeklyRevenueQuery,
 )
-from data_access.service import NoData
+from data_access.service import NoData, VersionGone
 
 if TYPE_CHECKING:
     from dashboard.app import Services
@@ -65,7 +71,10 @@ log = logging.getLogger(__name__)
 BOM = "\ufeff"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 GRID_PARAMS = ("filter", "sort")
-ALLOWED_PARAMS = frozenset({"range", "customer", "day", "week", "category", *GRID_PARAMS})
+ALLOWED_PARAMS = frozenset(
+    {"range", "customer", "day", "week", "category", "version", *GRID_PARAMS}
+)
+MAX_VERSION_CHARS = 4_000
 CHUNK_ROWS = 1000
 # Exports hold per-customer and per-order rows: viewers are neither served nor offered them.
 EXPORT_ROLE = "operator"
@@ -79,6 +88,87 @@ class ExportRefused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class PinnedVersionGone(ExportRefused):
+    """The data version the panel showed is no longer kept: the export would not match it."""
+
+    def __init__(self, pinned: str, current_href: str) -> None:
+        self.explanation = (
+            f"The data this panel showed (version {pinned}) has changed since the page showed "
+            "it and is no longer kept, so this file could not match the screen."
+        )
+        super().__init__(
+            409, f"{self.explanation} Download the current data instead: {current_href}"
+        )
+        self.current_href = current_href
+
+
+# ---- column titles ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvColumn:
+    """How a field is written: the title the panel shows (with its unit), and money or not."""
+
+    title: str
+    money: bool = False
+
+    @property
+    def header(self) -> str:
+        return f"{self.title} ({figures.CURRENCY})" if self.money else self.title
+
+
+# The grids' own titles (dashboard/pages) for their fields; tests hold the two equal.
+CSV_COLUMNS: dict[str, CsvColumn] = {
+    "metric": CsvColumn("Metric"),
+    "label": CsvColumn("KPI"),
+    "value": CsvColumn("Value"),
+    "previous": CsvColumn("Previous period"),
+    "change": CsvColumn("Change"),
+    "day": CsvColumn("Day"),
+    "week": CsvColumn("Week (Monday)"),
+    "ts": CsvColumn("Time (UTC)"),
+    "order_id": CsvColumn("Order"),
+    "user_id": CsvColumn("User"),
+    "product_id": CsvColumn("Product id"),
+    "product_name": CsvColumn("Product"),
+    "category": CsvColumn("Category"),
+    "quantity": CsvColumn("Units"),
+    "unit_price": CsvColumn("Unit price", money=True),
+    "amount": CsvColumn("Amount", money=True),
+    "revenue": CsvColumn("Revenue", money=True),
+    "currency": CsvColumn("Currency"),
+    "orders": CsvColumn("Orders"),
+    "visitors": CsvColumn("Visitors"),
+    "buyers": CsvColumn("Buyers"),
+    "dau": CsvColumn("Active users"),
+    "pageviews": CsvColumn("Page views"),
+    "active_customers": CsvColumn(figures.ACTIVE_DEVICES_LABEL),
+    "total_seconds": CsvColumn("Screen time (s)"),
+    "avg_seconds": CsvColumn("Avg screen time (s)"),
+    "avg_pickups": CsvColumn("Avg pickups"),
+    "app_id": CsvColumn("App id"),
+    "app_name": CsvColumn("App"),
+    "seconds": CsvColumn("Screen time (s)"),
+    "customer_days": CsvColumn("Customer-days"),
+    "sessions": CsvColumn("Sessions"),
+    "share": CsvColumn("Share (0-1)"),
+    "hour": CsvColumn("Local hour"),
+    "pickups": CsvColumn("Pickups"),
+    "notifications": CsvColumn("Notifications"),
+    "start": CsvColumn("Start"),
+    "end": CsvColumn("End"),
+    "minutes": CsvColumn("Minutes"),
+}
+
+
+def csv_column(field: str, titles: Mapping[str, str] | None = None) -> CsvColumn:
+    """The column a field is written as; ``titles`` are a view's own titles for some fields."""
+    column = CSV_COLUMNS.get(field, CsvColumn(field))
+    if titles and field in titles:
+        return CsvColumn(titles[field], money=column.money)
+    return column
 
 
 # ---- views ------------------------------------------------------------------------------------
@@ -125,6 +215,8 @@ class ExportView:
     # Which page parameters the view depends on, for the file name.
     params: tuple[str, ...] = ("range",)
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    # Titles this view's grid gives a field differently from CSV_COLUMNS.
+    titles: Mapping[str, str] | None = None
 
 
 EXPORT_VIEWS: dict[str, ExportView] = {
@@ -136,7 +228,9 @@ EXPORT_VIEWS: dict[str, ExportView] = {
         lambda v: TopProductsQuery(v.start, v.end, limit=0), transform=_category_revenue
     ),
     "weekly-revenue": ExportView(lambda v: WeeklyRevenueQuery(v.start, v.end)),
-    "orders": ExportView(orders_query, params=("range", "week", "category")),
+    "orders": ExportView(
+        orders_query, params=("range", "week", "category"), titles={"quantity": "Qty"}
+    ),
     "fleet-daily": ExportView(lambda v: FleetDailyQuery(v.start, v.end)),
     "fleet-apps": ExportView(lambda v: FleetAppsQuery(v.start, v.end)),
     "fleet-categories": ExportView(
@@ -155,8 +249,10 @@ def export_href(
     *,
     filter_model: Mapping[str, Any] | None = None,
     sort: list[dict[str, Any]] | None = None,
+    version: str | None = None,
 ) -> str:
-    """The export URL for a view as the page shows it (what ``/export`` parses back)."""
+    """The export URL for a view as the page shows it (what ``/export`` parses back);
+    ``version`` pins it to the data version on screen."""
     if view_name not in EXPORT_VIEWS:
         raise KeyError(view_name)
     params = dict(view.params())
@@ -164,6 +260,8 @@ def export_href(
         params["filter"] = json.dumps(filter_model, separators=(",", ":"), sort_keys=True)
     if sort:
         params["sort"] = json.dumps(sort, separators=(",", ":"))
+    if version:
+        params["version"] = version
     query = urlencode(params)
     return f"/export/{view_name}.csv" + (f"?{query}" if query else "")
 
@@ -324,6 +422,12 @@ def neutralise(value: Any) -> Any:
     return value
 
 
+def _money(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        return _cell(value)
+    return "" if math.isnan(float(value)) else f"{float(value):.2f}"
+
+
 def _cell(value: Any) -> Any:
     if value is None or value is pd.NA or value is pd.NaT:
         return ""
@@ -336,18 +440,22 @@ def _cell(value: Any) -> Any:
     return neutralise(value if isinstance(value, str | int) else str(value))
 
 
-def csv_chunks(frame: pd.DataFrame, *, bom: bool = True) -> Iterator[str]:
+def csv_chunks(
+    frame: pd.DataFrame, *, bom: bool = True, titles: Mapping[str, str] | None = None
+) -> Iterator[str]:
     """The frame as RFC 4180 CSV text, a header and ``CHUNK_ROWS`` rows at a time."""
+    columns = [csv_column(str(name), titles) for name in frame.columns]
+    writers = [_money if column.money else _cell for column in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow([neutralise(str(column)) for column in frame.columns])
+    writer.writerow([neutralise(column.header) for column in columns])
     yield (BOM if bom else "") + buffer.getvalue()
     for start in range(0, len(frame), CHUNK_ROWS):
         buffer.seek(0)
         buffer.truncate()
         chunk = frame.iloc[start : start + CHUNK_ROWS]
         for row in chunk.itertuples(index=False, name=None):
-            writer.writerow([_cell(value) for value in row])
+            writer.writerow([write(value) for write, value in zip(writers, row, strict=True)])
         yield buffer.getvalue()
 
 
@@ -388,10 +496,20 @@ def build_export(
     filter_model = _json_param(args, "filter")
     sort = _json_param(args, "sort")
     query = spec.query(view)
+    version = args.get("version") or None
+    if version is not None and len(version) > MAX_VERSION_CHARS:
+        raise BadParameter(f"version is longer than {MAX_VERSION_CHARS} characters")
     try:
-        frame = services.data.fetch(query).data
+        if version is None:
+            frame = services.data.fetch(query).data
+        else:
+            frame = services.data.fetch_at(query, version).data
     except NoData as exc:
         raise ExportRefused(503, f"The data is unreachable right now: {exc}") from exc
+    except VersionGone as exc:
+        current = {name: args[name] for name in args if name != "version"}
+        current_href = f"/export/{view_name}.csv" + (f"?{urlencode(current)}" if current else "")
+        raise PinnedVersionGone(version, current_href) from exc
     if spec.transform is not None:
         frame = spec.transform(frame)
     try:
@@ -417,6 +535,23 @@ def _text_response(status: int, message: str) -> Response:
     return Response(message + "\n", status=status, mimetype="text/plain")
 
 
+def _version_gone_page(refusal: PinnedVersionGone) -> Response:
+    """A page, not a file: the browser shows why, and the link to the current data."""
+    href = escape(refusal.current_href)
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>This export no longer matches the screen</title></head><body>"
+        "<h1>This export no longer matches the screen</h1>"
+        f"<p>{escape(refusal.explanation)}</p>"
+        f'<p><a href="{href}">Download the current data</a> (it may differ from what the '
+        "page showed), or go back and reload the page to see the current data first.</p>"
+        "</body></html>"
+    )
+    response = Response(body, status=refusal.status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def blueprint(services: Services) -> Blueprint:
     exports = Blueprint("export", __name__)
 
@@ -429,12 +564,15 @@ def blueprint(services: Services) -> Blueprint:
             )
         except BadParameter as exc:
             return _text_response(400, f"Bad export request: {exc}")
+        except PinnedVersionGone as exc:
+            return _version_gone_page(exc)
         except ExportRefused as exc:
             return _text_response(exc.status, exc.message)
         except ValueError as exc:  # a query refusing its parameters, e.g. a range too long
             return _text_response(400, f"Bad export request: {exc}")
         audit("export", view=view_name, filters=dict(request.args), rows=len(frame), file=name)
-        response = Response(stream_with_context(csv_chunks(frame)))
+        spec = EXPORT_VIEWS[view_name]
+        response = Response(stream_with_context(csv_chunks(frame, titles=spec.titles)))
         response.headers["Content-Type"] = "text/csv; charset=utf-8; header=present"
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         response.headers["X-Export-Rows"] = str(len(frame))

@@ -380,22 +380,26 @@ def panel_callback(
 
 
 def register_grid_export(app: dash.Dash, panel: str, view_name: str) -> None:
-    """Keep a grid panel's CSV link equal to what the grid shows: same filter, same sort."""
+    """Keep a grid panel's CSV link equal to what the grid shows: same filter, same sort, and
+    the data version its rows were built from, so the file holds those rows even after newer
+    data arrived."""
 
     @app.callback(
         Output(part(panel, "export"), "href"),
         Input(part(panel, "grid"), "filterModel"),
         Input(part(panel, "grid"), "columnState"),
+        Input(part(panel, "version"), "data"),
         State(STATE_ID, "data"),
         prevent_initial_call=True,
     )
-    def export_link(filter_model, column_state, state):
+    def export_link(filter_model, column_state, version, state):
         view = ViewState.from_store(state)
         return export_href(
             view_name,
             view,
             filter_model=filter_model or None,
             sort=sort_from_column_state(column_state),
+            version=version if isinstance(version, str) else None,
         )
 
 

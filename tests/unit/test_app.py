@@ -295,6 +295,9 @@ def test_every_export_link_on_a_page_answers(app_client):
         response = client.get(link.replace("\\u0026", "&"))
         assert response.status_code == 200, (link, response.get_data(as_text=True))
         assert response.data.startswith(b"\xef\xbb\xbf")
+        # Headers are the titles a reader sees, not the lake's field names.
+        header = response.data[3:].decode().split("\r\n", 1)[0].split(",")
+        assert all(title[0].isupper() and "_" not in title for title in header), (link, header)
 
 
 # ---- URL state the pages share ------------------------------------------------------------

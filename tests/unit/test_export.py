@@ -17,6 +17,7 @@ from auth.guard import init_auth
 from auth.settings import AuthSettings
 from dashboard import export
 from dashboard.components.url_state import BadParameter, parse_view_state
+from dashboard.pages import revenue, screen_time
 from dashboard.settings import DashboardSettings
 from data_access.queries import OrdersQuery, Query
 from data_access.service import NoData, Provenance, Result
@@ -110,9 +111,49 @@ def test_text_that_starts_like_a_formula_is_neutralised(value, written):
 
 
 def test_real_numbers_stay_numbers_and_missing_values_are_empty():
-    frame = pd.DataFrame({"amount": [-5.0, 0.5, float("nan")], "note": ["-5", None, "ok"]})
+    frame = pd.DataFrame({"avg_pickups": [-5.0, 0.5, float("nan")], "note": ["-5", None, "ok"]})
     rows = list(csv.reader(io.StringIO("".join(export.csv_chunks(frame, bom=False)))))
-    assert rows == [["amount", "note"], ["-5.0", "'-5"], ["0.5", ""], ["", "ok"]]
+    assert rows == [["Avg pickups", "note"], ["-5.0", "'-5"], ["0.5", ""], ["", "ok"]]
+
+
+def test_money_has_two_decimals_and_headers_are_titles_with_units():
+    frame = pd.DataFrame(
+        {
+            "product_name": ["Kettle", "Tea", "Mug"],
+            "revenue": [249, 12.5, float("nan")],
+            "unit_price": pd.Series([-5.0, 0.1 + 0.2, None], dtype="object"),
+            "orders": [3, 1, 0],
+        }
+    )
+    text = "".join(export.csv_chunks(frame, bom=False))
+    assert text.startswith("Product,Revenue ($),Unit price ($),Orders\r\n")
+    assert list(csv.reader(io.StringIO(text)))[1:] == [
+        ["Kettle", "249.00", "-5.00", "3"],
+        ["Tea", "12.50", "0.30", "1"],
+        ["Mug", "", "", "0"],
+    ]
+
+
+def _grid_header(column: dict) -> str:
+    money = "$" in str(column.get("valueFormatter", ""))
+    return column["headerName"] + (" ($)" if money else "")
+
+
+@pytest.mark.parametrize(
+    ("view_name", "columns"),
+    [
+        ("orders", revenue.ORDER_COLUMNS),
+        ("products", revenue.PRODUCT_COLUMNS),
+        ("customer-sessions", screen_time.SESSION_COLUMNS),
+    ],
+)
+def test_a_grid_exports_under_its_own_column_titles(view_name, columns):
+    titles = export.EXPORT_VIEWS[view_name].titles
+    frame = pd.DataFrame({column["field"]: [] for column in columns})
+    header = next(
+        csv.reader(io.StringIO("".join(export.csv_chunks(frame, bom=False, titles=titles))))
+    )
+    assert header == [_grid_header(column) for column in columns]
 
 
 def test_large_frames_stream_in_chunks():
@@ -229,10 +270,10 @@ def test_export_serves_the_filtered_sorted_rows_with_the_filters_in_the_file_nam
     assert "category-Home" in disposition
     assert "filtered" in disposition
     rows = _rows(response.data)
-    assert rows[0] == list(_orders().columns)
+    assert rows[0] == ["Time (UTC)", "Order", "Product", "Category", "Qty", "Amount ($)"]
     assert [row[1] for row in rows[1:]] == ["o-1", "o-3", "o-2", "o-4"]  # by quantity
     assert rows[1][2] == "'=HYPERLINK(1)"
-    assert rows[1][5] == "-5.0"
+    assert rows[1][5] == "-5.00"
     assert response.headers["X-Export-Rows"] == "4"
     # The week is Monday to Sunday and the category is passed on to the query.
     (query,) = services.data.queries
@@ -304,7 +345,7 @@ def test_derived_views_export_what_the_chart_shows():
     )
     client, _ = _client(apps)
     rows = _rows(client.get("/export/fleet-categories.csv?range=7d").data)
-    assert rows[0] == ["category", "seconds", "share"]
+    assert rows[0] == ["Category", "Screen time (s)", "Share (0-1)"]
     assert [(row[0], row[1]) for row in rows[1:]] == [("Video", "35"), ("Games", "30")]
 
 
