@@ -49,7 +49,7 @@ from auth.context import (
 )
 from auth.oidc import OidcSignIn
 from auth.pages import error_page, refusal_page
-from auth.roles import ROLES, User, claim_at_path, rank, resolve_role
+from auth.roles import ROLES, User, claim_at_path, rank, user_from_claims
 from auth.session import (
     ProcessRecords,
     SessionRecords,
@@ -291,15 +291,8 @@ def _identify_from_alb(state: AuthState) -> Response | None:
             return error_page("Not signed in", message, status=401, retry_url=retry_url)
         return json_error(401, message)
     settings = state.settings
-    role = resolve_role(claims, settings.oidc_roles_claim, settings.role_map)
-    person = User(
-        subject=str(claims.get("sub", "")),
-        email=str(claims.get("email", "")),
-        name=str(claims.get("name", "")),
-        role=role or "",
-        claims=claims,
-    )
-    if role is None:
+    person = user_from_claims(claims, settings)
+    if not person.role:
         claim_value = claim_at_path(claims, settings.oidc_roles_claim)
         if session.get(ALB_REFUSED_KEY) != person.subject:
             # Audited once per browser session, not on every poll.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -27,6 +28,16 @@ class User:
     def label(self) -> str:
         """How the audit log and the logs name this user."""
         return self.email or self.subject
+
+
+class RoleMapping(Protocol):
+    """Where the role is read from: the claim path and the group -> role map (AuthSettings)."""
+
+    @property
+    def oidc_roles_claim(self) -> str: ...
+
+    @property
+    def role_map(self) -> tuple[tuple[str, str], ...]: ...
 
 
 _MISSING = object()
@@ -66,3 +77,18 @@ def resolve_role(
     groups = set(groups_in(claim_at_path(claims, claim_path)))
     mapped = [role for group, role in role_map if group in groups]
     return max(mapped, key=rank) if mapped else None
+
+
+def user_from_claims(claims: Mapping[str, object], settings: RoleMapping) -> User:
+    """The user the verified claims name, with role "" when no group maps to a role.
+
+    The one mapping for every way in (OIDC callback, ALB header), so both grant the same role.
+    """
+    role = resolve_role(claims, settings.oidc_roles_claim, settings.role_map)
+    return User(
+        subject=str(claims.get("sub", "")),
+        email=str(claims.get("email", "")),
+        name=str(claims.get("name", "")),
+        role=role or "",
+        claims=dict(claims),
+    )

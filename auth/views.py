@@ -27,7 +27,7 @@ from auth.pages import (
     sessions_table,
     sign_out_page,
 )
-from auth.roles import User, claim_at_path, resolve_role
+from auth.roles import User, claim_at_path, user_from_claims
 from auth.session import (
     NEXT_KEY,
     SessionStore,
@@ -99,15 +99,8 @@ def callback() -> Response:
     except SignInFailed as failure:
         return _sign_in_failed(failure, target)
     claims = signed_in.claims
-    role = resolve_role(claims, settings.oidc_roles_claim, settings.role_map)
-    person = User(
-        subject=str(claims.get("sub", "")),
-        email=str(claims.get("email", "")),
-        name=str(claims.get("name", "")),
-        role=role or "",
-        claims=claims,
-    )
-    if role is None:
+    person = user_from_claims(claims, settings)
+    if not person.role:
         session.clear()
         claim_value = claim_at_path(claims, settings.oidc_roles_claim)
         log.warning(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from auth.roles import ROLES, User, claim_at_path, groups_in, rank, resolve_role
+from auth.roles import ROLES, User, claim_at_path, groups_in, rank, resolve_role, user_from_claims
+from auth.settings import AuthSettings
 
 ROLE_MAP = (("mc-viewers", "viewer"), ("mc-operators", "operator"), ("mc-admins", "admin"))
 
@@ -61,3 +62,32 @@ def test_roles_include_the_lower_ones():
         for needed in ROLES:
             assert user.can(needed) is (rank(held) >= rank(needed))
     assert not User(subject="s", email="e", name="n", role="").can(ROLES[0])
+
+
+def test_user_from_claims_names_the_person_and_their_highest_role():
+    settings = AuthSettings(oidc_roles_claim="realm_access.roles", role_map=ROLE_MAP)
+    claims = {
+        "sub": "u-1",
+        "email": "ops@example.test",
+        "name": "Ops Person",
+        "realm_access": {"roles": ["mc-viewers", "mc-operators"]},
+    }
+
+    user = user_from_claims(claims, settings)
+
+    assert (user.subject, user.email, user.name, user.role) == (
+        "u-1",
+        "ops@example.test",
+        "Ops Person",
+        "operator",
+    )
+    assert user.claims == claims
+
+
+def test_user_from_claims_gives_an_unmapped_person_no_role():
+    settings = AuthSettings(role_map=ROLE_MAP)
+
+    user = user_from_claims({"sub": "u-2", "groups": ["contractors"]}, settings)
+
+    assert user.role == ""
+    assert not user.can(ROLES[0])
