@@ -106,14 +106,14 @@ class Backend:
 @contextmanager
 def local_backend(customers: int) -> Iterator[Backend]:
     """Both servers, a bootstrapped bucket and tables, a processed and rolled-up sample."""
-    from pipeline.bootstrap import bootstrap
-    from tests.servers import (
+    from devtools.servers import (
         TEST_ACCESS_KEY,
         TEST_REGION,
         TEST_SECRET_KEY,
         DynamoDBLocal,
         SeaweedS3,
     )
+    from pipeline.bootstrap import bootstrap
 
     with ExitStack() as cleanup:
         dynamodb = DynamoDBLocal()

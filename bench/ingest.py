@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,10 +31,9 @@ from data_access.apikeys import create_key
 from data_access.factory import build_stores
 from data_access.local import LocalLake
 from data_access.settings import DataSettings
+from devtools.servers import REPO_ROOT, free_port, gunicorn_command
 from live.ingest import register_ingest
 from live.settings import IngestSettings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class UnsyncedLake(LocalLake):
@@ -65,12 +63,6 @@ def bench_app(durable: bool = True) -> Flask:
     return server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def gunicorn_server(
     app: str, env: dict[str, str], folder: Path, *, workers: int = 2, threads: int = 4
@@ -81,24 +73,16 @@ def gunicorn_server(
     home.mkdir(parents=True, exist_ok=True)
     log = open(folder / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--no-control-socket",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            str(workers),
-            "--threads",
-            str(threads),
-            "--worker-class",
-            "gthread",
-            "--graceful-timeout",
-            "5",
+        gunicorn_command(
             app,
-        ],
-        cwd=ROOT,
+            port,
+            config=None,
+            workers=workers,
+            threads=threads,
+            worker_class="gthread",
+            graceful_timeout_seconds=5,
+        ),
+        cwd=REPO_ROOT,
         env={**os.environ, **env, "HOME": str(home), "XDG_RUNTIME_DIR": str(home)},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,9 +45,8 @@ from typing import Any
 import psutil
 
 from bench.report import Report
+from devtools.servers import LOOPBACK, REPO_ROOT, free_port, gunicorn_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = "127.0.0.1"
 P95_BUDGET_S = 0.100
 REQUEST_TIMEOUT_S = 10.0
 # Chromium opens at most six HTTP/1.1 connections per host.
@@ -62,12 +60,6 @@ BROWSER_HEADERS = (
 
 
 # ---- serving -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -143,23 +135,7 @@ def serve(
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = folder / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(REPO_ROOT / "gunicorn.conf.py"),
-        "--chdir",
-        str(REPO_ROOT),
-        "--no-control-socket",
-        "-b",
-        f"{LOOPBACK}:{port}",
-        "-w",
-        str(workers),
-        "--threads",
-        str(threads),
-        app,
-    ]
+    command = gunicorn_command(app, port, workers=workers, threads=threads)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,

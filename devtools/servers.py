@@ -1,5 +1,6 @@
-"""Real servers the test suite starts on loopback: DynamoDB Local, SeaweedFS (S3) and moto
-(S3 and SQS, for the upload queue and S3's notifications to it).
+"""Real servers the tests, the benchmarks and ``make run-aws-local`` start on loopback:
+DynamoDB Local, SeaweedFS (S3) and moto (S3 and SQS, for the upload queue and S3's
+notifications to it); and ``gunicorn_command``, the one way they all start gunicorn.
 
 Each server runs in its own process group, dies with the process that started it
 (``PR_SET_PDEATHSIG``) and at interpreter exit (``atexit``), logs to a file in its own
@@ -33,7 +34,7 @@ import boto3
 from botocore.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NODE_SERVERS_DIR = REPO_ROOT / "tests" / "servers"
+NODE_SERVERS_DIR = REPO_ROOT / "devtools" / "server_files"
 DYNAMODB_LOOPBACK_LAUNCHER = NODE_SERVERS_DIR / "DynamoDBLoopback.java"
 INSTALL_HINT = "run `scripts/install-test-deps.sh` (as root) to install the test servers"
 
@@ -117,7 +118,36 @@ def _test_client(service: str, endpoint: str, timeout: float) -> Any:
     )
 
 
-_die_with_parent = die_with_parent  # the name tests/prod imports
+PRODUCTION_CONFIG = REPO_ROOT / "gunicorn.conf.py"
+
+
+def gunicorn_command(
+    app: str,
+    port: int,
+    *,
+    config: Path | None = PRODUCTION_CONFIG,
+    workers: int | None = None,
+    threads: int | None = None,
+    worker_class: str | None = None,
+    graceful_timeout_seconds: int | None = None,
+) -> list[str]:
+    """``gunicorn`` run by this interpreter, serving ``app`` on loopback ``port`` from the
+    repository root. ``config=None`` leaves out the production configuration; settings left
+    as ``None`` are the configuration's (or gunicorn's) own."""
+    command = [sys.executable, "-m", "gunicorn"]
+    if config is not None:
+        command += ["-c", str(config)]
+    # No control socket: servers sharing a home would fight over its one path in $HOME.
+    command += ["--chdir", str(REPO_ROOT), "--no-control-socket", "-b", f"{LOOPBACK}:{port}"]
+    if workers is not None:
+        command += ["-w", str(workers)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    if worker_class is not None:
+        command += ["--worker-class", worker_class]
+    if graceful_timeout_seconds is not None:
+        command += ["--graceful-timeout", str(graceful_timeout_seconds)]
+    return [*command, app]
 
 
 class ServerProcess:

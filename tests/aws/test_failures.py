@@ -22,15 +22,15 @@ import pytest
 from data_access import aws
 from data_access.settings import DataSettings
 from data_access.stores import Stores, StoreUnavailable, UploadRecord
-from pipeline.bootstrap import bootstrap
-from tests.plugins.servers import aws_env_for, clients_for, start_server
-from tests.servers import (
+from devtools.servers import (
     DynamoDBLocal,
     SeaweedS3,
     ServerUnavailable,
     find_dynamodb_local_jar,
     find_java,
 )
+from pipeline.bootstrap import bootstrap
+from tests.plugins.servers import aws_env_for, clients_for, start_server
 
 pytestmark = pytest.mark.aws
 
@@ -163,7 +163,7 @@ def test_s3_down_raises_store_unavailable_then_recovers(backend: OwnBackend) -> 
 
 _ORPHAN_SCRIPT = """
 import os, sys
-from tests.servers import ServerProcess
+from devtools.servers import ServerProcess
 
 class Sleeper(ServerProcess):
     name = "sleeper"

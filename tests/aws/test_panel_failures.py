@@ -30,6 +30,7 @@ from data_access.queries import FleetDailyQuery
 from data_access.service import DataService
 from data_access.settings import DataSettings
 from data_access.stores import Stores
+from devtools.servers import DynamoDBLocal, SeaweedS3
 from pipeline.bootstrap import bootstrap
 from pipeline.process import drain
 from pipeline.rollup import rollup_screen_time
@@ -42,7 +43,6 @@ from tests.aws.panels import (
     write_uploads,
 )
 from tests.plugins.servers import AwsClients, aws_env_for, clients_for, start_server
-from tests.servers import DynamoDBLocal, SeaweedS3
 
 pytestmark = pytest.mark.aws
 

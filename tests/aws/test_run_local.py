@@ -31,8 +31,8 @@ from data_access import aws
 from data_access.queries import FleetDailyQuery
 from data_access.service import DataService
 from data_access.settings import DataSettings
+from devtools.servers import LOOPBACK, REPO_ROOT, die_with_parent, free_port
 from tests.aws.panels import FLEET_TILES, PanelReply, poll_body
-from tests.servers import LOOPBACK, REPO_ROOT, die_with_parent, free_port
 
 pytestmark = pytest.mark.aws
 

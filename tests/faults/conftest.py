@@ -22,6 +22,7 @@ import pytest
 from data_access import aws
 from data_access.settings import DataSettings
 from data_access.stores import Stores
+from devtools.servers import DynamoDBLocal, SeaweedS3
 from pipeline.bootstrap import bootstrap
 from tests.plugins.browser import (
     VIEWPORT,
@@ -31,7 +32,6 @@ from tests.plugins.browser import (
 )
 from tests.plugins.faults import FaultProxy, fault_proxy  # noqa: F401  (a fixture)
 from tests.plugins.servers import aws_env_for, clients_for, start_server
-from tests.servers import DynamoDBLocal, SeaweedS3
 
 SAMPLE_CUSTOMERS = 4
 SAMPLE_DAYS = 5

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from devtools.servers import ServerUnavailable
 from tests.faults.panels import CallbackLog
 from tests.integrity.checks import assert_reconciled
 from tests.plugins.browser import VIEWPORT, DashboardServer, SampleLake, wait_for_panels
 from tests.plugins.oidc import ACCOUNTS, OidcProvider
-from tests.servers import ServerUnavailable
 
 pytestmark = pytest.mark.browser
 

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from auth.pages import RETRY_AFTER_SECONDS
+from devtools.servers import ServerUnavailable
 from tests.plugins.browser import DashboardServer, SampleLake
 from tests.plugins.faults import FaultProxy, wait_until
 from tests.plugins.oidc import ACCOUNTS, OidcProvider, browser_session, submit_login_form
-from tests.servers import ServerUnavailable
 
 OPERATOR = ACCOUNTS["otto"]
 SLOTS = 2  # OIDC_MAX_CONCURRENT_CALLS of the worker under test (of its 4 threads)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.servers import LOOPBACK
 from tests.plugins.faults import FaultProxy, wait_until
-from tests.servers import LOOPBACK
 
 
 class _Echo(socketserver.BaseRequestHandler):

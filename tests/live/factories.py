@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import psutil
 import requests
 
-from tests.servers import ServerProcess, free_port
+from devtools.servers import ServerProcess, free_port, gunicorn_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,27 +90,15 @@ class GunicornApp(ServerProcess):
         return [self.port]
 
     def command(self) -> list[str]:
-        config = ["-c", str(self.config)] if self.config else []
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            *config,
-            "--chdir",
-            str(REPO_ROOT),
-            "--no-control-socket",
-            "-b",
-            f"127.0.0.1:{self.port}",
-            "-w",
-            str(self.workers),
-            "--threads",
-            str(self.threads),
-            "--worker-class",
-            "gthread",
-            "--graceful-timeout",
-            "5",
+        return gunicorn_command(
             self.app,
-        ]
+            self.port,
+            config=self.config,
+            workers=self.workers,
+            threads=self.threads,
+            worker_class="gthread",
+            graceful_timeout_seconds=5,
+        )
 
     def child_env(self) -> dict[str, str]:
         home = self.workdir / "home"

@@ -27,6 +27,7 @@ import requests
 
 from data_access import layout
 from data_access.stores import Stores
+from devtools.servers import LOOPBACK
 from pipeline.generate import customer_profile, screen_time_upload
 from pipeline.process import drain
 from pipeline.rollup import rollup_all
@@ -34,7 +35,6 @@ from tests.integrity.checks import assert_reconciled
 from tests.load.operators import DashSite, LoadSummary, Operator, run_operators
 from tests.plugins.browser import SampleLake, build_sample_lake
 from tests.prod.processes import LoopbackProcess, gunicorn_instance, nginx_proxy
-from tests.servers import LOOPBACK
 
 # p95 of every request (page loads, first answers, polls) on a shared 2-core machine. The
 # benchmark's target for polls alone is 100 ms; this bound leaves room for the machine's

@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,7 +23,14 @@ import requests
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import Stores
-from tests.servers import LOOPBACK, REPO_ROOT, ServerProcess, ServerUnavailable, free_port
+from devtools.servers import (
+    LOOPBACK,
+    REPO_ROOT,
+    ServerProcess,
+    ServerUnavailable,
+    free_port,
+    gunicorn_command,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -119,23 +125,7 @@ class DashboardServer(ServerProcess):
         return [self.port]
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(REPO_ROOT / "gunicorn.conf.py"),
-            "--chdir",
-            str(REPO_ROOT),
-            "--no-control-socket",
-            "-b",
-            f"{LOOPBACK}:{self.port}",
-            "-w",
-            str(WORKERS),
-            "--threads",
-            str(THREADS),
-            "wsgi:server",
-        ]
+        return gunicorn_command("wsgi:server", self.port, workers=WORKERS, threads=THREADS)
 
     def child_env(self) -> dict[str, str]:
         home = self.workdir / "home"

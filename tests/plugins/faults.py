@@ -26,7 +26,7 @@ from typing import Literal
 
 import pytest
 
-from tests.servers import LOOPBACK
+from devtools.servers import LOOPBACK
 
 Mode = Literal["pass", "refuse", "blackhole"]
 CHUNK_BYTES = 64 * 1024

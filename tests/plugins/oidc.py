@@ -1,7 +1,7 @@
 """A real OpenID Provider for the auth tests, and an HTTP client that signs in through it.
 
-``OidcProvider`` runs ``tests/servers/oidc_provider.js`` (npm ``oidc-provider`` 8.x) on a
-loopback port with one static confidential client and the accounts in ``ACCOUNTS``.
+``OidcProvider`` runs ``devtools/server_files/oidc_provider.js`` (npm ``oidc-provider`` 8.x)
+on a loopback port with one static confidential client and the accounts in ``ACCOUNTS``.
 ``LoopbackApp`` serves a Flask app on a fixed loopback port (the client's registered
 redirect URI points there) and lets each test swap in its own app.
 
@@ -25,7 +25,7 @@ import pytest
 import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from tests.servers import (
+from devtools.servers import (
     INSTALL_HINT,
     LOOPBACK,
     NODE_SERVERS_DIR,

@@ -20,8 +20,7 @@ import pytest
 from data_access import aws
 from data_access.settings import DataSettings
 from data_access.stores import Stores
-from pipeline.bootstrap import bootstrap
-from tests.servers import (
+from devtools.servers import (
     TEST_ACCESS_KEY,
     TEST_REGION,
     TEST_SECRET_KEY,
@@ -31,6 +30,7 @@ from tests.servers import (
     ServerProcess,
     ServerUnavailable,
 )
+from pipeline.bootstrap import bootstrap
 
 
 def start_server(server_class: type[ServerProcess]) -> Any:

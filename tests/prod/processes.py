@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from tests.servers import LOOPBACK, REPO_ROOT, _die_with_parent, free_port
+from devtools.servers import LOOPBACK, REPO_ROOT, die_with_parent, free_port
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -166,7 +166,7 @@ class LoopbackProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
 
     def wait_ready(self) -> None:

@@ -23,10 +23,10 @@ from cfnlint.api import ManualArgs, lint, lint_file
 from cfnlint.decode import cfn_yaml
 
 from data_access import aws, layout
+from devtools.servers import REPO_ROOT
 from pipeline import bootstrap
 from pipeline.cli import build_parser
 from tests.prod.processes import TEMPLATE, image_env
-from tests.servers import REPO_ROOT
 
 # boto3 client methods -> the IAM action each needs.
 DYNAMODB_ACTIONS = {

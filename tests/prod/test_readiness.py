@@ -17,7 +17,7 @@ from auth.settings import AuthSettings
 from dashboard.observability import configure_logging
 from dashboard.readiness import ReadinessSettings, register_readiness
 from data_access.stores import Stores, StoreUnavailable
-from tests.servers import LOOPBACK, free_port
+from devtools.servers import LOOPBACK, free_port
 
 SECRET_DETAIL = "dynamodb cache mc-secret-table at 10.1.2.3"
 

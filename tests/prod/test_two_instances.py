@@ -18,10 +18,10 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 import requests
 
+from devtools.servers import LOOPBACK, ServerUnavailable, free_port
 from tests.plugins.browser import VIEWPORT, SampleLake
 from tests.plugins.oidc import ACCOUNTS, OidcProvider, browser_session, sign_in
 from tests.prod.processes import LoopbackProcess, gunicorn_instance, nginx_proxy
-from tests.servers import LOOPBACK, ServerUnavailable, free_port
 
 ADMIN = ACCOUNTS["ada"]
 UPSTREAM_HEADER = "X-Upstream"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import REPO_ROOT
+from devtools.servers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "audit-deps.sh"
 FAKE_PIP_AUDIT = """\

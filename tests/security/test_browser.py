@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
+from devtools.servers import free_port
 from tests.plugins.browser import PAGES, DashboardServer, SampleLake, wait_for_panels
 from tests.plugins.faults import wait_until
-from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.servers import REPO_ROOT
 from pipeline import sql
 from pipeline.cli import main
-from tests.servers import REPO_ROOT
 
 
 @pytest.fixture
