@@ -563,13 +563,31 @@ def _week_label(week: str) -> str:
     return dt.date.fromisoformat(week).strftime("%d %b")
 
 
+def days_in_range(week: str, start: dt.date | None, end: dt.date | None) -> int:
+    """How many of the week's seven days (from its Monday) fall in ``start``..``end``."""
+    monday = dt.date.fromisoformat(week)
+    first = max(monday, start) if start else monday
+    last = min(monday + dt.timedelta(days=6), end) if end else monday + dt.timedelta(days=6)
+    return max(0, (last - first).days + 1)
+
+
 def weekly_revenue(
-    weekly: pd.DataFrame, selected_week: str | None = None, selected_category: str | None = None
+    weekly: pd.DataFrame,
+    selected_week: str | None = None,
+    selected_category: str | None = None,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
 ) -> Figure:
-    """Revenue per week stacked by category. Click a segment to see that week's orders."""
+    """Revenue per week stacked by category. Click a segment to see that week's orders.
+
+    A week the range ``start``..``end`` cuts short is drawn lighter and its hover says how
+    many days it holds, so a short first or last week does not read as a drop.
+    """
     if weekly.empty:
         return no_data_figure("No sales in this range")
     weeks = sorted({str(w) for w in weekly["week"]})
+    days = {week: days_in_range(week, start, end) for week in weeks}
     categories = sorted({str(c) for c in weekly["category"]})
     colors = category_colors(categories)
     table = weekly.pivot_table(
@@ -579,11 +597,12 @@ def weekly_revenue(
     table = table.reindex(weeks, fill_value=0.0)
 
     def opacity(week: str, category: str) -> float:
+        partial = 0.45 if days[week] < 7 else 1.0
         if selected_week is None:
-            return 1.0
+            return partial
         if week != selected_week:
-            return 0.35
-        return 1.0 if selected_category in (None, category) else 0.6
+            return 0.35 * partial
+        return (1.0 if selected_category in (None, category) else 0.6) * partial
 
     traces = []
     for category in categories:
@@ -595,13 +614,19 @@ def weekly_revenue(
                 "x": weeks,
                 "y": _num(values.round(2)),
                 "customdata": [category] * len(weeks),
+                "hovertext": [
+                    f"<br>partial week: {days[w]} day{'s' if days[w] != 1 else ''}"
+                    if days[w] < 7
+                    else ""
+                    for w in weeks
+                ],
                 "marker": {
                     "color": colors[category],
                     "opacity": [opacity(w, category) for w in weeks],
                 },
                 "hovertemplate": "Week of %{x}<br>%{customdata}: "
                 + CURRENCY
-                + "%{y:,.2f}<br><i>click for the orders</i><extra></extra>",
+                + "%{y:,.2f}%{hovertext}<br><i>click for the orders</i><extra></extra>",
             }
         )
     return {

@@ -186,7 +186,9 @@ def register(app: dash.Dash, services: Services) -> None:
             query,
             shown,
             client,
-            lambda frame: figures.weekly_revenue(frame, week, view.category),
+            lambda frame: figures.weekly_revenue(
+                frame, week, view.category, start=view.start, end=view.end
+            ),
             build_key=(week, view.category),
         ).outputs()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pandas as pd
@@ -223,6 +224,28 @@ def test_weekly_revenue_stacks_categories_and_dims_other_weeks():
     assert traces["Books"]["customdata"] == ["Books", "Books"]
     assert traces["Books"]["marker"]["opacity"] == [0.35, 1.0]
     assert traces["Beauty"]["marker"]["opacity"][1] < 1.0
+    _assert_json(figure)
+
+
+def test_a_week_the_range_cuts_short_is_lighter_and_says_how_many_days_it_holds():
+    weekly = pd.DataFrame(
+        {
+            "week": ["2026-01-05", "2026-01-12", "2026-01-19"],
+            "category": ["Books", "Books", "Books"],
+            "revenue": [3.0, 7.0, 1.0],
+            "orders": [1, 1, 1],
+        }
+    )
+    # Friday 9 Jan to Monday 19 Jan: three days of the first week, one of the last.
+    figure = figures.weekly_revenue(weekly, start=dt.date(2026, 1, 9), end=dt.date(2026, 1, 19))
+    (books,) = figure["data"]
+    assert books["hovertext"] == ["<br>partial week: 3 days", "", "<br>partial week: 1 day"]
+    assert "%{hovertext}" in books["hovertemplate"]
+    first, full, last = books["marker"]["opacity"]
+    assert full == 1.0 and first < full and last < full
+    # Without a range every week counts as whole.
+    whole = figures.weekly_revenue(weekly)["data"][0]
+    assert whole["hovertext"] == ["", "", ""] and whole["marker"]["opacity"] == [1.0] * 3
     _assert_json(figure)
 
 
