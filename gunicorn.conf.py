@@ -11,6 +11,7 @@ environment variables tune it per deployment (all optional):
     GUNICORN_MAX_WORKER_MB    RSS above which a worker recycles 1024 (0: never)
     FORWARDED_ALLOW_IPS       proxies trusted for X-Forwarded-* 127.0.0.1,::1 (ECS: the VPC CIDR)
     LOG_LEVEL                 gunicorn's error log level        info
+    ACCESS_LOG                access log file (- is stderr)     - (make run: var/log/access.log)
     PROMETHEUS_MULTIPROC_DIR  prometheus_client multiproc dir   unset (single-process metrics)
     GUNICORN_CONTROL_SOCKET   path of the gunicornc socket      unset (no control socket)
 """
@@ -108,7 +109,9 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # --- Logging -----------------------------------------------------------------------------------
 # Both logs to stderr as JSON lines: the container's log driver ships them to CloudWatch.
-accesslog = "-"
+# `make run` sends the access log (a line per poll and simulator post) to a file instead, so
+# the terminal stays readable.
+accesslog = os.environ.get("ACCESS_LOG") or "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 proc_name = "mission-control"

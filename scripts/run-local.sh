@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the dashboard on the embedded backend, with the scheduler (process, compact,
 # roll up, alerts, collectors) and an event simulator posting through the real ingest API.
-# Ctrl-C stops all three.
+# Ctrl-C stops all three. The access log goes to var/log/access.log; once the dashboard
+# answers, a short banner says where it is and how you are signed in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -18,7 +19,12 @@ if [[ ! -s var/simulator.key ]]; then
         --token-file var/simulator.key >/dev/null
 fi
 
+# A line per page poll and simulator post: kept in a file, out of the terminal.
+export ACCESS_LOG=${ACCESS_LOG:-$PWD/var/log/access.log}
+mkdir -p "$(dirname "$ACCESS_LOG")"
+
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT INT TERM
+"$BIN/python" -m scripts.dev_banner --url "http://127.0.0.1:$PORT" &
 "$BIN/mission-control" scheduler &
 MC_API_KEY="$(cat var/simulator.key)" "$BIN/mission-control" simulate \
     --url "http://127.0.0.1:$PORT" --rate 5 --duration 86400 &
