@@ -18,8 +18,8 @@ lake is SYNTHESIZED in its processed form (30 days ending at ``END``). What is s
   order (customer, then date) over the DAYS days after the window opens, so the time index
   grows at its end as the rows are appended (the rollup only ever asks for times after its
   watermark).
-- The state and record stores: what processing and the rollup leave there: the folded
-  version of every customer-day, a data version per customer, a customer-directory entry per
+- The state and record stores: what processing and the rollup leave there: a data version
+  per customer, a customer-directory entry per
   customer, the app dimension, the rollup watermark, a data version per summary date.
 - The per-date fleet summaries: each template's contribution is computed ONCE by the real
   ``pipeline.rollup.contributions``; a date's summary is the sum of those contributions
@@ -124,8 +124,8 @@ GOAL_SMALL, GOAL_LARGE = 10_000, 1_000_000
 GOAL_FIGURES = ("fleet_cold_ms", "upload_total_ms", "idle_drain_ms")
 # Memory figures below this are allocator noise: the growth table shows no ratio for them.
 MEMORY_NOISE_MIB = 5.0
-# The SQLite file per customer-day (index row, folded version, their B-trees): ~400 B.
-BYTES_PER_CUSTOMER_DAY = 420
+# The SQLite file per customer-day (index row and its B-trees): ~250 B.
+BYTES_PER_CUSTOMER_DAY = 260
 
 # Which customer-days exist and which template each uses: the same rule in SQL and numpy.
 _MISSING_N, _MISSING_D, _MISSING_MOD = 31, 17, 41  # (n*31 + d*17) % 41 == 0: no upload
@@ -355,7 +355,7 @@ def synthesize(
     """The processed form of ``customers`` x DAYS (see the module doc).
 
     ``buckets``: the buckets whose compacted parts are written, for every date.
-    ``fold=False`` leaves out what the rollup writes (summaries, folded versions, watermark),
+    ``fold=False`` leaves out what the rollup writes (summaries, watermark),
     so a test can run the real rollup over the same index and compare.
     """
     from data_access import local
@@ -444,13 +444,6 @@ def synthesize(
         if inserted != expected_rows:
             raise RuntimeError(f"SQL wrote {inserted} customer-days, numpy counts {expected_rows}")
         phase("index rows")
-        if fold:
-            connection.execute(
-                "INSERT INTO state (name, value)"
-                " SELECT 'folded:screen_time:' || customer_id || ':' || date, content_hash"
-                " FROM uploads"
-            )
-            phase("folded versions")
         # Per customer, from its last and first customer-day (two index seeks each).
         connection.execute(
             "INSERT INTO state (name, value) SELECT 'version:customer:' || p.cid,"
@@ -673,6 +666,29 @@ def upload_customers(customers: int, repeat: int) -> list[int]:
 Samples = dict[str, float | None]
 
 
+class _CountingLake:
+    """The lake, counting the objects read (each ``read_where`` or table read is one)."""
+
+    def __init__(self, lake: Any) -> None:
+        self._lake = lake
+        self.objects = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lake, name)
+
+    def read_where(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        self.objects += 1
+        return self._lake.read_where(key, *args, **kwargs)
+
+    def read_tables(self, keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.objects += len(keys)
+        return self._lake.read_tables(keys, *args, **kwargs)
+
+    def read_bytes(self, key: str) -> bytes:
+        self.objects += 1
+        return self._lake.read_bytes(key)
+
+
 class SizeBench:
     """The measurements on one synthetic lake, one sample per call.
 
@@ -735,14 +751,18 @@ class SizeBench:
             CustomerDayQuery(cid, END - dt.timedelta(days=3)),
         ]
         _clear_cache(self.settings)
+        counting = _CountingLake(self.stores.lake)
+        service = DataService(replace(self.stores, lake=counting), self.no_memo)
         started = time.perf_counter()
-        trend, _ = _fetch_all(DataService(self.stores, self.no_memo), view, "lake")
+        [trend] = _fetch_all(service, view[:1], "lake")
+        objects = counting.objects
+        _fetch_all(service, view[1:], "lake")
         seconds = time.perf_counter() - started
         if dict(zip(trend["day"], trend["seconds"].astype(int), strict=True)) != expected_trend(
             number
         ):
             raise RuntimeError(f"{cid}: the trend does not match the customer's customer-days")
-        return {"customer_cold_ms": seconds * 1e3}
+        return {"customer_cold_ms": seconds * 1e3, "customer_objects_per_day": objects / DAYS}
 
     def new_upload(self) -> Samples:
         """A real upload for NEW_DAY, for a different customer each call: raw -> queue, then
@@ -993,7 +1013,14 @@ FIGURES: tuple[FigureSpec, ...] = (
         "customer_cold_ms",
         "customer 30-day view, cold",
         "ms",
-        "CustomerTrendQuery + CustomerDayQuery, fresh DataService, empty cache table",
+        "CustomerTrendQuery + CustomerDayQuery, fresh DataService, empty cache table;"
+        " every date compacted (one part per bucket), the customer's bucket written in full",
+    ),
+    FigureSpec(
+        "customer_objects_per_day",
+        "customer 30-day view: objects read a day",
+        "",
+        "Parquet objects the 30-day trend reads, divided by its 30 days",
     ),
     FigureSpec(
         "upload_drain_ms",
@@ -1074,6 +1101,15 @@ def goals(by_size: dict[int, dict[str, float | None]], workers: dict[str, Any]) 
                 "n/a" if value is None else f"{value:.2f}x",
             )
         )
+    view = ratio("customer_cold_ms")
+    objects = large.get("customer_objects_per_day")
+    found.append(
+        Goal(
+            "customer 30-day view at 1M: <= 1.5x its 10k time, <= 2 objects read a day",
+            view is not None and objects is not None and view <= 1.5 and objects <= 2,
+            "n/a" if view is None or objects is None else f"{view:.2f}x, {objects:.2f} a day",
+        )
+    )
     value = workers.get("ratio")
     found.append(
         Goal(

@@ -534,6 +534,12 @@ def aws(report: Report, folder: Path, *, full: bool) -> None:
     on_local_servers(report, folder, full=full)
 
 
+def cost(report: Report, folder: Path, *, full: bool) -> None:
+    from bench.cost import cost as counted
+
+    counted(report, folder, full=full)
+
+
 SECTIONS: dict[str, Callable[..., None]] = {
     "storage": storage_and_processing,
     "reads": reads,
@@ -544,4 +550,5 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "cache": cache,
     "browser": browser,
     "aws": aws,
+    "cost": cost,
 }

@@ -500,6 +500,7 @@ def _record_item(record: UploadRecord) -> dict[str, dict[str, str]]:
         "uploadedAt": {"N": _number(record.uploaded_at)},
         "uploadDay": {"S": _upload_day(record.uploaded_at)},
         "contentHash": {"S": record.content_hash},
+        **({"held": {"S": record.held}} if record.held else {}),
     }
 
 
@@ -514,6 +515,7 @@ def _item_record(item: dict[str, dict[str, str]]) -> UploadRecord:
         rows=int(item["rows"]["N"]),
         uploaded_at=float(item["uploadedAt"]["N"]),
         content_hash=item["contentHash"]["S"],
+        held=item.get("held", {}).get("S", ""),
     )
 
 

@@ -96,9 +96,9 @@ def screen_time_date_version(date: str) -> str:
     return f"version:rollup:screen_time:{date}"
 
 
-def folded_version(customer_id: str, date: str) -> str:
-    """The content hash of the customer-day version the fleet summaries hold."""
-    return f"folded:screen_time:{customer_id}:{date}"
+# State: the upload time the screen-time fold has folded through. Workers read it to keep
+# an index record's ``held`` list short; compaction to know what the fold still needs.
+SCREEN_TIME_FOLD_WATERMARK = "rollup:screen_time:watermark"
 
 
 def pipeline_counters(hour: str) -> str:

@@ -213,7 +213,7 @@ class SqliteCacheTable(_Sqlite):
 
 _RECORD_COLUMNS = (
     "customer_id, date, object_key, raw_key, raw_bytes, parquet_bytes, rows, uploaded_at,"
-    " content_hash"
+    " content_hash, held"
 )
 
 
@@ -223,14 +223,22 @@ class SqliteMetadataIndex(_Sqlite):
         customer_id TEXT NOT NULL, date TEXT NOT NULL, object_key TEXT NOT NULL,
         raw_key TEXT NOT NULL, raw_bytes INTEGER NOT NULL, parquet_bytes INTEGER NOT NULL,
         rows INTEGER NOT NULL, uploaded_at REAL NOT NULL, content_hash TEXT NOT NULL,
+        held TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (customer_id, date)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS uploads_by_time ON uploads (uploaded_at);
     """
 
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # A database from before the column: add it (SQLite adds columns in place).
+        columns = {row[1] for row in self._execute("PRAGMA table_info(uploads)")}
+        if "held" not in columns:
+            self._execute("ALTER TABLE uploads ADD COLUMN held TEXT NOT NULL DEFAULT ''")
+
     def put(self, record: UploadRecord) -> None:
         self._execute(
-            f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             astuple(record),
         )
 
@@ -261,13 +269,13 @@ class SqliteMetadataIndex(_Sqlite):
         values = astuple(record)  # in _RECORD_COLUMNS order
         if expected_hash is None:
             self._execute(
-                f"INSERT OR IGNORE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR IGNORE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 values,
             )
         else:
             self._execute(
                 "UPDATE uploads SET object_key = ?, raw_key = ?, raw_bytes = ?, parquet_bytes = ?,"
-                " rows = ?, uploaded_at = ?, content_hash = ?"
+                " rows = ?, uploaded_at = ?, content_hash = ?, held = ?"
                 " WHERE customer_id = ? AND date = ? AND content_hash = ?",
                 (*values[2:], record.customer_id, record.date, expected_hash),
             )

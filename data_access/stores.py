@@ -83,6 +83,9 @@ class UploadRecord:
     rows: int
     uploaded_at: float  # epoch seconds the upload was processed
     content_hash: str  # sha256 of the raw bytes
+    # The versions it replaced that the fleet summaries may still hold, newest first, as
+    # "hash@uploaded_at;...": the fold subtracts the newest one it had folded.
+    held: str = ""
 
 
 @runtime_checkable

@@ -81,13 +81,13 @@ def compact_pending(stores: Stores, *, now: float | None = None) -> CompactionSu
     return summary
 
 
-def _superseded(stores: Stores, date: str) -> dict[tuple[str, str], str]:
-    """(customer, row hash) -> record name, of versions of ``date`` noted as superseded."""
+def _superseded(stores: Stores, date: str) -> dict[tuple[str, str], tuple[str, float]]:
+    """(customer, row hash) -> (record name, noted at), of ``date``'s superseded versions."""
     noted = {}
-    for name, _ in stores.records.scan(layout.SUPERSEDED, limit=_SUPERSEDED_SCAN):
+    for name, doc in stores.records.scan(layout.SUPERSEDED, limit=_SUPERSEDED_SCAN):
         customer_id, noted_date, content_hash = name.split("/")
         if noted_date == date:
-            noted[(customer_id, layout.row_hash(content_hash))] = name
+            noted[(customer_id, layout.row_hash(content_hash))] = (name, float(doc.get("at", 0)))
     return noted
 
 
@@ -97,14 +97,10 @@ def compact_date(stores: Stores, date: str, summary: CompactionSummary | None = 
     name = layout.screen_time_compaction(date)
     manifest = json.loads(stores.state.get(name) or '{"at": 0, "parts": {}}')
     superseded = _superseded(stores, date)
-    held = stores.state.get_many(
-        [layout.folded_version(customer_id, date) for customer_id, _ in superseded]
-    )
-    waiting = {
-        customer_id
-        for customer_id, row_hash in superseded
-        if layout.row_hash(held.get(layout.folded_version(customer_id, date), "")) == row_hash
-    }
+    # Noted after the replacing record was committed: once the fold is past the note, it
+    # has subtracted the replaced version and nothing needs its rows.
+    watermark = float(stores.state.get(layout.SCREEN_TIME_FOLD_WATERMARK) or 0)
+    waiting = {customer_id for (customer_id, _), (_, at) in superseded.items() if at > watermark}
     # Before listing: every version committed before this moment is in a part listed below.
     started = time.time()
     merged: list[str] = []
@@ -142,7 +138,7 @@ def _merge(
     stores: Stores,
     date: str,
     keys: list[str],
-    superseded: dict[tuple[str, str], str],
+    superseded: dict[tuple[str, str], tuple[str, float]],
     summary: CompactionSummary,
 ) -> tuple[pa.Table, list[str], str]:
     """One bucket's rows with each customer-day once, the superseded notes it settled, and
@@ -163,7 +159,7 @@ def _merge(
         .to_pandas()
     )
     noted = [
-        superseded[pair]
+        superseded[pair][0]
         for pair in zip(versions["customer_id"], versions["content_hash"], strict=True)
         if pair in superseded
     ]

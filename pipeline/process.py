@@ -362,6 +362,7 @@ def _commit(
         size = stores.lake.write_table(key, table, **PART_OPTIONS)
         for member in members:
             written[member.raw_key] = (key, size // len(members))
+    watermark = float(stores.state.get(layout.SCREEN_TIME_FOLD_WATERMARK) or 0)
     outcomes, retry = [], []
     for item in items:
         object_key, share = written[item.raw_key]
@@ -378,6 +379,7 @@ def _commit(
                 rows=item.table.num_rows,
                 uploaded_at=stamp,
                 content_hash=item.content_hash,
+                held=held_versions(item.previous, watermark),
             ),
             None if item.previous is None else item.previous.content_hash,
         )
@@ -386,11 +388,15 @@ def _commit(
             if current is not None and current.content_hash == item.content_hash:
                 outcomes.append(_outcome("duplicate", item, 0))
             else:
-                _mark_superseded(stores, item.customer_id, item.date, item.content_hash)
+                # Its rows are in a part but it never counted: dropped once the fold is past
+                # the version that won.
+                won = stamp if current is None else current.uploaded_at
+                _mark_superseded(stores, item.customer_id, item.date, item.content_hash, won)
                 retry.append(item.raw_key)
             continue
         if item.previous is not None:
-            _mark_superseded(stores, item.customer_id, item.date, item.previous.content_hash)
+            previous = item.previous.content_hash
+            _mark_superseded(stores, item.customer_id, item.date, previous, stamp)
         # A read before the conditional write: most customers are in the directory already,
         # and a read is cheaper than a refused write (and takes no write lock locally).
         new_customer = (
@@ -403,6 +409,35 @@ def _commit(
         status: Status = "processed" if item.previous is None else "replaced"
         outcomes.append(_outcome(status, item, share, new_customer))
     return outcomes, retry
+
+
+def parse_held(held: str) -> list[tuple[str, float]]:
+    """A record's ``held`` list as (content hash, uploaded_at), newest first."""
+    found = []
+    for entry in filter(None, held.split(";")):
+        content_hash, _, at = entry.partition("@")
+        found.append((content_hash, float(at)))
+    return found
+
+
+def held_versions(previous: UploadRecord | None, watermark: float) -> str:
+    """What a record replacing ``previous`` notes as possibly held by the fleet summaries.
+
+    The summaries hold the newest version the fold had folded. ``previous`` and the versions
+    it noted, newest first, down to the first one at or before ``watermark`` (folded for
+    sure: nothing older can be held). A stale watermark only keeps the list longer.
+    """
+    if previous is None:
+        return ""
+    kept = []
+    for content_hash, at in [
+        (previous.content_hash, previous.uploaded_at),
+        *parse_held(previous.held),
+    ]:
+        kept.append(f"{content_hash}@{at!r}")
+        if at <= watermark:
+            break
+    return ";".join(kept)
 
 
 def _outcome(status: Status, item: _Valid, parquet_bytes: int, new: bool = False) -> ProcessOutcome:
@@ -419,15 +454,16 @@ def _outcome(status: Status, item: _Valid, parquet_bytes: int, new: bool = False
     )
 
 
-def _mark_superseded(stores: Stores, customer_id: str, date: str, content_hash: str) -> None:
-    """Note a version no longer current; the rollup deletes its object once nothing holds it.
+def _mark_superseded(
+    stores: Stores, customer_id: str, date: str, content_hash: str, replaced_at: float
+) -> None:
+    """Note a version no longer current, for compaction to drop its rows.
 
-    Not deleted here: a fold running now may have read this version as current, and would
-    later need its object to subtract it.
+    ``replaced_at``: the upload time of the version that replaced it. Its rows stay until the
+    fold is past that: until then the fold may still need them to subtract the version.
     """
-    stores.records.put(
-        layout.SUPERSEDED, f"{customer_id}/{date}/{content_hash}", {"at": time.time()}
-    )
+    name = f"{customer_id}/{date}/{content_hash}"
+    stores.records.put(layout.SUPERSEDED, name, {"at": replaced_at})
 
 
 def publish(stores: Stores, outcomes: list[ProcessOutcome], now: float | None = None) -> None:

@@ -24,9 +24,10 @@ from data_access import layout
 from data_access.queries import SUMMARY_COUNTS, read_customer_days, summary_frame
 from data_access.stores import Stores, UploadRecord
 from pipeline import compact
+from pipeline.process import parse_held
 
 PARQUET = {"compression": "zstd", "use_dictionary": True}
-WATERMARK_SCREEN_TIME = "rollup:screen_time:watermark"
+WATERMARK_SCREEN_TIME = layout.SCREEN_TIME_FOLD_WATERMARK
 WATERMARK_BUSINESS = "rollup:business:watermark"
 # While uploads are in flight, those committed less than this long ago wait for the next
 # fold: a worker stamps its record just before the conditional write, and a write that lands
@@ -173,15 +174,24 @@ def _write_summary(stores: Stores, date: str, frame: pd.DataFrame, through: floa
     stores.lake.write_table(layout.screen_time_summary_key(date), table, **PARQUET)
 
 
-def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
-    """Fold these index records (oldest first) into the summaries; the dates that changed."""
-    folded = stores.state.get_many([layout.folded_version(r.customer_id, r.date) for r in records])
+def fold_uploads(
+    stores: Stores, records: list[UploadRecord], watermark: float | None = None
+) -> list[str]:
+    """Fold these index records (oldest first) into the summaries; the dates that changed.
+
+    ``watermark``: what the summaries are folded through (the fold's state by default). A
+    record at or before it is folded already. One that replaced a version the summaries
+    hold subtracts it: the newest of its ``held`` versions at or before the watermark (a
+    version committed after it was replaced before any fold saw it, so it never counted).
+    """
+    if watermark is None:
+        watermark = float(stores.state.get(WATERMARK_SCREEN_TIME) or 0)
     versions: list[tuple[UploadRecord, int, float]] = []
     for record in records:
-        held = folded.get(layout.folded_version(record.customer_id, record.date))
-        if held == record.content_hash:
-            continue  # already folded (a fold that died before moving its watermark)
+        if record.uploaded_at <= watermark:
+            continue  # folded already
         versions.append((record, 1, record.uploaded_at))
+        held = next((h for h, at in parse_held(record.held) if at <= watermark), None)
         if held is not None:
             # Where the replaced version lives is found by its hash (object_key="").
             old = replace(record, object_key="", content_hash=held)
@@ -203,11 +213,6 @@ def fold_uploads(stores: Stores, records: list[UploadRecord]) -> list[str]:
             merged = merged[(merged[SUMMARY_COUNTS] != 0).any(axis=1)]
             _write_summary(stores, str(date), merged, through)
             changed.append(str(date))
-    # After the summaries: a fold that dies here re-runs with the summaries' own watermarks.
-    for record in records:
-        name = layout.folded_version(record.customer_id, record.date)
-        if folded.get(name) != record.content_hash:
-            stores.state.put(name, record.content_hash)
     stamp = f"{time.time():.6f}"
     for date in changed:  # only the dates whose numbers changed get a new version
         stores.state.put(layout.screen_time_date_version(date), stamp)
@@ -232,7 +237,7 @@ def rollup_screen_time(
             records = [r for r in found if r.uploaded_at <= until]
             if not records:
                 break
-            for date in fold_uploads(stores, records):
+            for date in fold_uploads(stores, records, watermark):
                 if date not in summary.screen_time_dates:
                     summary.screen_time_dates.append(date)
             summary.uploads_read += len(records)

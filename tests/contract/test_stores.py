@@ -420,14 +420,18 @@ class StoreContract:
         assert index.put_if(first, None) is True
         assert index.get("c1", "2024-05-01") == first
         # A duplicate delivery of the first version: a record exists, so nothing is written.
-        corrected = replace(first, rows=30, uploaded_at=now + 1.25, content_hash="b" * 64)
+        # The replacing record notes what it replaced; the list round-trips on every backend.
+        held = f"{first.content_hash}@{now!r}"
+        corrected = replace(
+            first, rows=30, uploaded_at=now + 1.25, content_hash="b" * 64, held=held
+        )
         assert index.put_if(corrected, None) is False
         assert index.put_if(corrected, "not-the-stored-hash") is False
         assert index.get("c1", "2024-05-01") == first
         # The writer that read the first version replaces it.
         assert index.put_if(corrected, first.content_hash) is True
         assert index.get("c1", "2024-05-01") == corrected
-        assert [r.content_hash for r in index.uploaded_since(now)] == [corrected.content_hash]
+        assert [r.held for r in index.uploaded_since(now)] == [held]
         # A writer that read the first version too, and comes second, loses.
         assert index.put_if(replace(first, rows=99), first.content_hash) is False
         assert index.get("c1", "2024-05-01") == corrected

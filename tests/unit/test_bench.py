@@ -315,21 +315,25 @@ def test_the_scale_section_measures_each_size_and_checks_its_goals(tmp_path: Pat
             if spec.unit == "MiB"
         )
 
-    def sizes(cold_large: float, upload_large: float) -> dict[int, dict[str, float | None]]:
+    def sizes(
+        cold_large: float, upload_large: float, objects: float = 1.0
+    ) -> dict[int, dict[str, float | None]]:
         small = {"fleet_cold_ms": 100.0, "upload_total_ms": 40.0, "idle_drain_ms": 0.02}
+        small |= {"customer_cold_ms": 20.0, "customer_objects_per_day": 1.0}
         large = {"fleet_cold_ms": cold_large, "upload_total_ms": upload_large}
+        large |= {"customer_cold_ms": 25.0, "customer_objects_per_day": objects}
         return {10_000: small, 1_000_000: {**large, "idle_drain_ms": 0.02}}
 
     passing = scale.goals(sizes(140.0, 50.0), {"ratio": 1.8})
-    assert [goal.passed for goal in passing] == [True, True, True, True]
-    failing = scale.goals(sizes(320.0, 70.0), {"ratio": 1.5})
-    assert [goal.passed for goal in failing] == [False, False, True, False]
+    assert [goal.passed for goal in passing] == [True, True, True, True, True]
+    failing = scale.goals(sizes(320.0, 70.0, objects=3.0), {"ratio": 1.5})
+    assert [goal.passed for goal in failing] == [False, False, True, False, False]
     workers = scale.measure_workers(tmp_path / "workers", customers=4, days=2, rounds=1)
     assert workers["uploads"] > 0 and workers["w1_per_s"] > 0 and workers["w2_per_s"] > 0
     assert workers["ratio"] == workers["w2_per_s"] / workers["w1_per_s"]
     assert workers["w1_worker_mib"] > 10  # the pool process's RSS high-water, in MiB
-    table = scale.growth_table(sizes(320.0, 70.0), workers, failing)
-    assert "1M/10k" in table and "3.20x" in table and table.count("FAIL") == 3
+    table = scale.growth_table(sizes(320.0, 70.0, objects=3.0), workers, failing)
+    assert "1M/10k" in table and "3.20x" in table and table.count("FAIL") == 4
 
 
 def test_a_level_passes_only_within_budget_without_errors_or_dropped_ticks():

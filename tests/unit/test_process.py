@@ -312,9 +312,9 @@ def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
     # is compacted, which the rollup does once it has folded the replacement.
     assert record.object_key == processed_key(corrected) != processed_key(first)
     assert local_stores.lake.exists(processed_key(first))
-    assert local_stores.records.get("superseded", f"c0000042/2026-11-01/{sha(first)}") == {
-        "at": pytest.approx(time.time(), abs=600)
-    }
+    # Noted with the upload time of what replaced it: compaction waits for the fold to pass.
+    note = local_stores.records.get("superseded", f"c0000042/2026-11-01/{sha(first)}")
+    assert note == {"at": record.uploaded_at} == {"at": NOW + 60}
     compaction = rollup.rollup_screen_time(local_stores).compaction
     assert (compaction.dates, compaction.parts_read, compaction.parts_written) == (
         ["2026-11-01"],
@@ -335,24 +335,28 @@ def test_replaced_version_the_summaries_hold_stays_until_the_rollup_subtracts_it
     first = upload_bytes(SESSIONS)
     put(local_stores, KEY, first)
     process.process_upload(local_stores, KEY, now=NOW)
-    assert rollup.fold_uploads(local_stores, [local_stores.index.get("c0000042", "2026-11-01")])
-    folded = layout.folded_version("c0000042", "2026-11-01")
-    assert local_stores.state.get(folded) == hashlib.sha256(first).hexdigest()
+    rollup.rollup_screen_time(local_stores)  # folds it, then compacts the closed date
+    watermark = layout.SCREEN_TIME_FOLD_WATERMARK
+    assert float(local_stores.state.get(watermark)) == NOW
 
     corrected = upload_bytes(SESSIONS[:1])
     put(local_stores, KEY, corrected)
     assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "replaced"
     record = local_stores.index.get("c0000042", "2026-11-01")
     assert record.object_key == processed_key(corrected)
-    # The summaries still count the first version: compaction keeps it until they do not.
+    # The summaries hold the first version: the record says so, for the fold to subtract it.
+    assert record.held == f"{sha(first)}@{NOW!r}"
+    # Until the fold has, compaction keeps the first version's rows.
     assert not compact.compact_date(local_stores, "2026-11-01")
-    assert sorted(info.key for info in local_stores.lake.list("processed/")) == sorted(
-        [processed_key(first), processed_key(corrected)]
-    )
+    held = {
+        h
+        for i in local_stores.lake.list("processed/")
+        for h in read(local_stores, i.key)["content_hash"].to_pylist()
+    }
+    assert held == {sha(first)[:16], sha(corrected)[:16]}
 
-    rollup.fold_uploads(local_stores, [record])
-    assert local_stores.state.get(folded) == record.content_hash
-    assert compact.compact_date(local_stores, "2026-11-01")
+    assert rollup.rollup_screen_time(local_stores).compaction.dates == ["2026-11-01"]
+    assert float(local_stores.state.get(watermark)) == NOW + 60
     [compacted] = [info.key for info in local_stores.lake.list("processed/")]
     assert set(read(local_stores, compacted).column("content_hash").to_pylist()) == {
         sha(corrected)[:16]

@@ -19,6 +19,7 @@ from data_access.queries import (
     summary_frame,
 )
 from data_access.stores import Stores, UploadRecord
+from pipeline.process import held_versions
 from pipeline.rollup import rollup_business, rollup_screen_time
 
 D1, D2 = "2026-11-01", "2026-11-02"
@@ -48,6 +49,9 @@ def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploade
     bucket = layout.screen_time_bucket(customer)
     key = layout.screen_time_part_key(date, bucket, content_hash[:16])
     size = stores.lake.write_table(key, table)
+    # What the worker notes of the version it replaces, for the fold to subtract.
+    watermark = float(stores.state.get(layout.SCREEN_TIME_FOLD_WATERMARK) or 0)
+    held = held_versions(stores.index.get(customer, date), watermark)
     record = UploadRecord(
         customer,
         date,
@@ -58,6 +62,7 @@ def put_day(stores: Stores, customer: str, date: str, rows: list[tuple], uploade
         len(rows),
         uploaded_at,
         content_hash,
+        held,
     )
     stores.index.put(record)
     return record
@@ -133,16 +138,16 @@ def test_a_fold_that_dies_half_way_counts_nothing_twice(local_stores, monkeypatc
 
     real_put = local_stores.state.put
 
-    def dies_before_recording_the_fold(name: str, value: str) -> None:
-        if name.startswith("folded:"):
+    def dies_before_moving_the_watermark(name: str, value: str) -> None:
+        if name == layout.SCREEN_TIME_FOLD_WATERMARK:
             raise RuntimeError("killed")
         real_put(name, value)
 
-    monkeypatch.setattr(local_stores.state, "put", dies_before_recording_the_fold)
+    monkeypatch.setattr(local_stores.state, "put", dies_before_moving_the_watermark)
     with pytest.raises(RuntimeError):
         rollup_screen_time(local_stores)
     monkeypatch.setattr(local_stores.state, "put", real_put)
-    # The summaries were written, the folded versions and the watermark were not.
+    # The summaries were written, the watermark was not.
     rollup_screen_time(local_stores)
     assert daily(local_stores)["total_seconds"].tolist() == [340]
     assert daily(local_stores)["active_customers"].tolist() == [2]
