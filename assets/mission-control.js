@@ -47,6 +47,34 @@
     return window.dash_clientside.no_update;
   };
 
+  /* What the header's freshness indicator shows: when a poll was last answered, whether the
+     last one failed, whether refresh is off and whether the tab is hidden. */
+  var freshness = {answeredAt: null, failedAt: null, refreshOff: false, hidden: false};
+
+  var originalFetch = window.fetch.bind(window);
+  window.fetch = function (resource, init) {
+    var url = typeof resource === "string" ? resource : (resource && resource.url) || "";
+    var promise = originalFetch(resource, init);
+    if (url.indexOf("_dash-update-component") === -1) {
+      return promise;
+    }
+    return promise.then(function (response) {
+      // A 4xx is an answer (the server is there); 5xx and no answer at all are not.
+      if (response.status >= 500) {
+        freshness.failedAt = Date.now();
+      } else {
+        freshness.answeredAt = Date.now();
+        freshness.failedAt = null;
+      }
+      renderFreshness();
+      return response;
+    }, function (error) {
+      freshness.failedAt = Date.now();
+      renderFreshness();
+      throw error;
+    });
+  };
+
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     mc: {
       /* A panel gets a tick only when the tab is visible and its last answer is in. */
@@ -71,6 +99,9 @@
 
       pollSchedule: function (value, visible) {
         var ms = parseInt(value, 10);
+        freshness.refreshOff = !ms || ms <= 0;
+        freshness.hidden = visible === false;
+        renderFreshness();
         if (!ms || ms <= 0) {
           return [noUpdate(), true];
         }
@@ -90,8 +121,11 @@
 
       navLinks: function (pathname, search, ids) {
         var params = new URLSearchParams(search || "");
-        var range = params.get("range");
-        var suffix = range ? "?range=" + encodeURIComponent(range) : "";
+        var kept = new URLSearchParams();
+        ["range", "window"].forEach(function (name) {
+          if (params.get(name)) { kept.set(name, params.get(name)); }
+        });
+        var suffix = kept.toString() ? "?" + kept.toString() : "";
         var hrefs = ids.map(function (id) { return id.path + suffix; });
         var classes = ids.map(function (id) {
           var active = id.path === "/" ? pathname === "/" : (pathname || "").indexOf(id.path) === 0;
@@ -108,6 +142,8 @@
     if (clientside && typeof clientside.set_props === "function") {
       clientside.set_props("mc-visible", {data: pageVisible()});
     }
+    freshness.hidden = !pageVisible();
+    renderFreshness();
   });
 
   /* Badge ages keep counting between answers: "cache · 12 s ago" becomes "13 s ago". */
@@ -137,5 +173,40 @@
     });
   }
 
-  window.setInterval(tickAges, 1000);
+  function renderFreshness() {
+    var element = document.getElementById("mc-freshness");
+    if (!element) { return; }
+    var now = Date.now();
+    var since = freshness.answeredAt === null ? null
+      : "updated " + ageText((now - freshness.answeredAt) / 1000);
+    var state, text;
+    if (freshness.failedAt !== null || navigator.onLine === false) {
+      state = "offline";
+      text = "Offline" + (since ? " \u00b7 " + since : "");
+    } else if (freshness.refreshOff) {
+      state = "off";
+      text = "Refresh off" + (since ? " \u00b7 " + since : "");
+    } else if (freshness.hidden || !pageVisible()) {
+      state = "paused";
+      text = "Paused" + (since ? " \u00b7 " + since : "");
+    } else {
+      state = "live";
+      text = since ? since.charAt(0).toUpperCase() + since.slice(1) : "Connecting\u2026";
+    }
+    var label = element.querySelector(".mc-freshness-text");
+    if (element.getAttribute("data-state") !== state) {
+      element.setAttribute("data-state", state);
+    }
+    if (label && label.textContent !== text) {
+      label.textContent = text;
+    }
+  }
+
+  window.addEventListener("online", renderFreshness);
+  window.addEventListener("offline", renderFreshness);
+
+  window.setInterval(function () {
+    tickAges();
+    renderFreshness();
+  }, 1000);
 })();

@@ -194,6 +194,7 @@ def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
                     controls.nav_links(pages),
                     html.Div(
                         [
+                            controls.freshness_indicator(settings.refresh_default_ms),
                             controls.refresh_picker(
                                 settings.refresh_choices_ms, settings.refresh_default_ms
                             ),

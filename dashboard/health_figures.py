@@ -152,10 +152,14 @@ def fleet_cell(
     return Cell(title, unit, traces)
 
 
-def grid_figure(cells: Sequence[Cell], *, columns: int = 2) -> Figure:
+def period_text(hours: int) -> str:
+    return "the last hour" if hours == 1 else f"the last {hours} hours"
+
+
+def grid_figure(cells: Sequence[Cell], *, columns: int = 2, hours: int = 24) -> Figure:
     """Small charts side by side in one figure: one request, one panel, shared time axes."""
     if not any(cell.traces for cell in cells):
-        return no_data_figure("No metrics in the last 24 hours")
+        return no_data_figure(f"No metrics in {period_text(hours)}")
     rows = math.ceil(len(cells) / columns)
     data: list[dict[str, Any]] = []
     layout: dict[str, Any] = {
@@ -207,7 +211,9 @@ def grid_figure(cells: Sequence[Cell], *, columns: int = 2) -> Figure:
     return {"data": data, "layout": layout}
 
 
-def host_history(metrics: pd.DataFrame, sample_hosts: Collection[str] = ()) -> Figure:
+def host_history(
+    metrics: pd.DataFrame, sample_hosts: Collection[str] = (), *, hours: int = 24
+) -> Figure:
     """CPU, memory and disk of each host, and the fleet's network bytes."""
     return grid_figure(
         [
@@ -217,11 +223,12 @@ def host_history(metrics: pd.DataFrame, sample_hosts: Collection[str] = ()) -> F
             fleet_cell(
                 metrics, NETWORK_METRICS, "Network, all hosts (per 5 min)", "MB", scale=1e-6
             ),
-        ]
+        ],
+        hours=hours,
     )
 
 
-def app_history(metrics: pd.DataFrame) -> Figure:
+def app_history(metrics: pd.DataFrame, *, hours: int = 24) -> Figure:
     """Request rate, latency percentiles, error rate and active users of the whole fleet."""
     return grid_figure(
         [
@@ -229,7 +236,8 @@ def app_history(metrics: pd.DataFrame) -> Figure:
             fleet_cell(metrics, LATENCY_METRICS, "Latency percentiles", "ms"),
             fleet_cell(metrics, ["error_rate"], "Error rate", "%", scale=100, colors=PALETTE[3:]),
             fleet_cell(metrics, ["active_users"], "Active users", "users", colors=PALETTE[2:]),
-        ]
+        ],
+        hours=hours,
     )
 
 

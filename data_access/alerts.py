@@ -182,10 +182,15 @@ ALERT_COLUMNS = list(Alert.__dataclass_fields__)
 
 @dataclass(frozen=True)
 class AlertsQuery(Query):
-    """Recent alerts, open ones first, newest first within each group."""
+    """Recent alerts, open ones first, newest first within each group.
+
+    ``since`` (epoch seconds) keeps the alerts opened from then on, and every open alert:
+    a short window must not hide something still firing.
+    """
 
     kind: ClassVar[str] = "alerts"
     limit: int = 200
+    since: float | None = None
 
     def versions(self) -> list[str]:
         return [VERSION_ALERTS]
@@ -195,6 +200,9 @@ class AlertsQuery(Query):
         if not alerts:
             return pd.DataFrame({name: pd.Series(dtype="object") for name in ALERT_COLUMNS})
         frame = pd.DataFrame([alert.as_doc() for alert in alerts], columns=ALERT_COLUMNS)
+        if self.since is not None:
+            recent = (frame["status"] == "open") | (frame["opened_at"] >= self.since)
+            frame = frame[recent]
         frame["_closed"] = frame["status"] != "open"
         frame = frame.sort_values(["_closed", "opened_at"], ascending=[True, False], kind="stable")
         return frame.drop(columns="_closed").reset_index(drop=True)

@@ -17,7 +17,9 @@ from dashboard.components.panel import POLL_ID, THEME_ID, VISIBLE_ID
 from dashboard.components.url_state import (
     CUSTOM_RANGE,
     DEFAULT_RANGE,
+    DEFAULT_WINDOW,
     RANGE_PRESETS,
+    WINDOW_PRESETS,
     BadParameter,
     ViewState,
     custom_range,
@@ -32,6 +34,8 @@ RANGE_PRESET_ID = "mc-range-preset"
 RANGE_DATES_ID = "mc-range-dates"
 RANGE_DATES_WRAP_ID = "mc-range-dates-wrap"
 REFRESH_ID = "mc-refresh"
+WINDOW_ID = "mc-window"
+FRESHNESS_ID = "mc-freshness"
 THEME_TOGGLE_ID = "mc-theme-toggle"
 
 
@@ -56,6 +60,27 @@ def refresh_picker(choices_ms: tuple[int, ...], default_ms: int) -> Any:
         persistence_type="local",
         size="sm",
         className="mc-refresh",
+    )
+
+
+def freshness_indicator(refresh_default_ms: int) -> Any:
+    """The page's freshness: "Updated 3 s ago", "Paused", "Refresh off" or "Offline".
+
+    The browser keeps it current (assets/mission-control.js): from the answers to the
+    page's polls, the refresh picker and the tab's visibility. The server renders only its
+    first state.
+    """
+    off = refresh_default_ms == 0
+    return html.Span(
+        [
+            html.Span(className="mc-dot"),
+            html.Span("Refresh off" if off else "Connecting\u2026", className="mc-freshness-text"),
+        ],
+        id=FRESHNESS_ID,
+        className="mc-freshness",
+        role="status",
+        title="When this page last heard from the server",
+        **{"data-state": "off" if off else "live"},
     )
 
 
@@ -104,12 +129,37 @@ def range_picker(view: ViewState) -> Any:
     )
 
 
-def page_header(title: str, view: ViewState | None, *, subtitle: str | None = None) -> Any:
-    """A page's title row: title, optional range picker, and any problems with the URL."""
-    problems = [
+def window_picker(token: str) -> Any:
+    """The hours a page looks back (Health, Alerts): ``?window=`` in the URL."""
+    return dbc.Select(
+        id=WINDOW_ID,
+        options=[{"label": label, "value": key} for key, label in WINDOW_PRESETS.items()],
+        value=token,
+        size="sm",
+        className="mc-range-preset",
+    )
+
+
+def page_header(
+    title: str,
+    view: ViewState | None,
+    *,
+    subtitle: str | None = None,
+    window: str | None = None,
+    problems: tuple[str, ...] = (),
+) -> Any:
+    """A page's title row: title, a range picker (``view``) or an hours picker (``window``),
+    and any problems with the URL."""
+    notices = [
         dbc.Alert(problem, color="warning", className="py-2 mb-2", dismissable=True)
-        for problem in (view.problems if view else ())
+        for problem in (*(view.problems if view else ()), *problems)
     ]
+    if view is not None:
+        tools = range_picker(view)
+    elif window is not None:
+        tools = window_picker(window)
+    else:
+        tools = None
     return html.Div(
         [
             html.Div(
@@ -120,11 +170,11 @@ def page_header(title: str, view: ViewState | None, *, subtitle: str | None = No
                             html.Div(subtitle, className="mc-page-subtitle") if subtitle else None,
                         ]
                     ),
-                    html.Div(range_picker(view) if view else None, className="mc-page-tools"),
+                    html.Div(tools, className="mc-page-tools"),
                 ],
                 className="mc-page-header",
             ),
-            *problems,
+            *notices,
         ]
     )
 
@@ -176,6 +226,16 @@ def next_range_search(
     return search_with(search, range=token)
 
 
+def next_window_search(chosen: str | None, search: str | None) -> str | None:
+    """The URL query string after the hours picker changed, or None when the URL stays."""
+    current = query_param(search, "window") or DEFAULT_WINDOW
+    if current not in WINDOW_PRESETS:
+        current = DEFAULT_WINDOW  # the page names the unknown window; rendering keeps it
+    if chosen not in WINDOW_PRESETS or chosen == current:
+        return None
+    return search_with(search, window=chosen)
+
+
 def _dates_token(start: str, end: str) -> str | None:
     try:
         first = parse_date(start[:10], "start")
@@ -198,6 +258,16 @@ def register(app: dash.Dash) -> None:
     )
     def range_to_url(preset, start, end, search):
         changed = next_range_search(ctx.triggered_id, preset, start, end, search)
+        return no_update if changed is None else changed
+
+    @app.callback(
+        Output(URL_ID, "search", allow_duplicate=True),
+        Input(WINDOW_ID, "value"),
+        State(URL_ID, "search"),
+        prevent_initial_call=True,
+    )
+    def window_to_url(chosen, search):
+        changed = next_window_search(chosen, search)
         return no_update if changed is None else changed
 
     app.clientside_callback(

@@ -24,6 +24,13 @@ RANGE_PRESETS: dict[str, str] = {
     "last-week": "Last week",
 }
 DEFAULT_RANGE = "7d"
+# Health and Alerts look back hours, not days: their own parameter, ``?window=6h``.
+WINDOW_PRESETS: dict[str, str] = {
+    "1h": "Last 1 hour",
+    "6h": "Last 6 hours",
+    "24h": "Last 24 hours",
+}
+DEFAULT_WINDOW = "24h"
 CUSTOM_RANGE = "custom"
 STATE_PARAMS = ("range", "customer", "day", "week", "category")
 
@@ -85,6 +92,26 @@ def resolve_range(token: object, today: dt.date) -> tuple[dt.date, dt.date]:
     except ValueError as exc:
         raise BadParameter(f"range: {exc}") from exc
     return start, end
+
+
+def window_hours(token: object) -> int:
+    """Hours of a ``?window=`` value; raises ``BadParameter`` for one not offered."""
+    if token in (None, ""):
+        token = DEFAULT_WINDOW
+    if token not in WINDOW_PRESETS:
+        raise BadParameter(f"window must be one of {', '.join(WINDOW_PRESETS)}")
+    return int(str(token).removesuffix("h"))
+
+
+def parse_window(token: object) -> tuple[str, int, str | None]:
+    """Lenient ``?window=``: the token shown, its hours, and the notice for one dropped."""
+    try:
+        hours = window_hours(token)
+    except BadParameter as exc:
+        shown = WINDOW_PRESETS[DEFAULT_WINDOW].lower()
+        problem = f"Unknown window {str(token)[:40]!r}; showing the {shown} ({exc})."
+        return DEFAULT_WINDOW, window_hours(DEFAULT_WINDOW), problem
+    return str(token or DEFAULT_WINDOW), hours, None
 
 
 def custom_range(start: dt.date, end: dt.date) -> str:

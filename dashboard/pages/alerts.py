@@ -22,6 +22,7 @@ from dash import ALL, Input, Output, ctx, dcc, html
 from auth.guard import audit, current_user
 from dashboard.components.controls import page_header
 from dashboard.components.panel import STATE_ID, panel_callback, panel_card, part
+from dashboard.components.url_state import WINDOW_PRESETS, parse_window
 from data_access.alerts import AlertsQuery, acknowledge_alert, resolve_alert
 
 if TYPE_CHECKING:
@@ -117,15 +118,33 @@ def alerts_table(rows: list[Any]) -> Any:
     return dbc.Table([header, html.Tbody(rows)], hover=True, responsive=True, className="mb-0")
 
 
-def layout(**_query: str) -> Any:
+# Alerts are listed in windows that move in whole minutes, so polls share a cache key.
+WINDOW_STEP_SECONDS = 60
+
+
+def alerts_query(now: float, state: dict | None) -> AlertsQuery:
+    """Every open alert, and the others opened in the view's window."""
+    hours = parse_window((state or {}).get("window"))[1]
+    step_end = int(now // WINDOW_STEP_SECONDS) * WINDOW_STEP_SECONDS
+    return AlertsQuery(since=float(step_end - hours * 3600))
+
+
+def layout(**query: str) -> Any:
+    window, _hours, problem = parse_window(query.get("window"))
     return html.Div(
         [
-            dcc.Store(id=STATE_ID, data=None),
-            page_header("Alerts", None, subtitle="Open alerts first; newest first"),
+            dcc.Store(id=STATE_ID, data={"window": window}),
+            page_header(
+                "Alerts",
+                None,
+                subtitle="Open alerts first; newest first",
+                window=window,
+                problems=(problem,) if problem else (),
+            ),
             html.Div(id=MESSAGE),
             panel_card(
                 PANEL,
-                "Alerts",
+                f"Alerts \u00b7 open, or opened in the {WINDOW_PRESETS[window].lower()}",
                 html.Div(alerts_table([]), id=part(PANEL, "content")),
                 kind="tiles",
                 subtitle="Rules run every minute; an alert resolves itself when its cause clears",
@@ -140,14 +159,15 @@ def register(app: dash.Dash, services: Services) -> None:
     dash.register_page("alerts", path=PATH, name="Alerts", title="Alerts", layout=layout, order=25)
 
     @panel_callback(app, runner, PANEL, "tiles")
-    def alerts_list(_tick, shown, client, _state):
+    def alerts_list(_tick, shown, client, state):
         user = current_user()
         admin = bool(user and user.can("admin"))
 
         def build(frame: pd.DataFrame) -> Any:
             return alerts_table(alert_rows(frame, admin=admin))
 
-        answer = runner.answer(PANEL, AlertsQuery(), shown, client, build, build_key=(admin,))
+        query = alerts_query(time.time(), state)
+        answer = runner.answer(PANEL, query, shown, client, build, build_key=(admin,))
         return answer.outputs()
 
     @app.callback(

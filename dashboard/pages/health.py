@@ -34,6 +34,7 @@ from dashboard.components.panel import (
     tiles_body,
 )
 from dashboard.components.poll import NOTHING_NEW, PanelAnswer, PanelRunner
+from dashboard.components.url_state import WINDOW_PRESETS, parse_window
 from dashboard.probes import (
     ErrorCounts,
     HostReader,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/health"
-HISTORY_HOURS = 24
+HISTORY_HOURS = 24  # without a ``?window=``
 # Metric points arrive every 5 minutes: a window moving in 5-minute steps keeps its cache key
 # between points.
 WINDOW_STEP_SECONDS = 300
@@ -71,11 +72,11 @@ STATUS_LABELS = {"up": "Up", "degraded": "Degraded", "down": "Down", "unconfigur
 # ---- queries ----------------------------------------------------------------------------------
 
 
-def metrics_query(now: float) -> MetricsQuery:
-    """The last day of metrics, in a window that moves in whole metric intervals."""
+def metrics_query(now: float, hours: int = HISTORY_HOURS) -> MetricsQuery:
+    """The last ``hours`` of metrics, in a window that moves in whole metric intervals."""
     step_end = int(now // WINDOW_STEP_SECONDS) * WINDOW_STEP_SECONDS
     until = dt.datetime.fromtimestamp(step_end, dt.UTC)
-    since = until - dt.timedelta(hours=HISTORY_HOURS)
+    since = until - dt.timedelta(hours=hours)
     # ``until`` only bounds which hourly files are read: cover the current hour in full.
     return MetricsQuery(since=since, until=until.replace(minute=59, second=59))
 
@@ -171,18 +172,27 @@ def live_badge(measured_at: float, now: float, what: str) -> Any:
     )
 
 
-def layout(**_query: str) -> html.Div:
+def state_hours(state: dict | None) -> int:
+    """The hours of history the page's view state asks for (the default when it names none)."""
+    return parse_window((state or {}).get("window"))[1]
+
+
+def layout(**query: str) -> html.Div:
     def row(*columns) -> dbc.Row:
         return dbc.Row(list(columns), className="g-3 mb-3")
 
+    window, _hours, problem = parse_window(query.get("window"))
+    period = WINDOW_PRESETS[window].lower()
     return html.Div(
         [
-            # Panels read the view state; this page has no range (it shows the last day).
-            dcc.Store(id=STATE_ID, data={}),
+            # Panels read the view state: the hours of history the charts show.
+            dcc.Store(id=STATE_ID, data={"window": window}),
             page_header(
                 "System health",
                 None,
                 subtitle="Dependencies, this machine, hosts and application, the pipeline",
+                window=window,
+                problems=(problem,) if problem else (),
             ),
             row(
                 dbc.Col(
@@ -224,7 +234,7 @@ def layout(**_query: str) -> html.Div:
                 dbc.Col(
                     panel_card(
                         HOST_HISTORY,
-                        "Hosts, last 24 hours",
+                        f"Hosts, {period}",
                         graph_body(HOST_HISTORY, height=460),
                         kind="figure",
                         subtitle="Collected metrics per web host",
@@ -247,7 +257,7 @@ def layout(**_query: str) -> html.Div:
                 dbc.Col(
                     panel_card(
                         APP_HISTORY,
-                        "Application, last 24 hours",
+                        f"Application, {period}",
                         graph_body(APP_HISTORY, height=460),
                         kind="figure",
                         subtitle="Requests, latency, errors and users, all hosts",
@@ -388,27 +398,30 @@ def register(app: dash.Dash, services: Services) -> None:
         return PanelAnswer(figure, f"{now:.3f}", live_badge(now, now, "Read"), None)
 
     @panel_callback(app, runner, HOST_HISTORY, "figure")
-    def host_history(_tick, shown, client, _state):
-        query = metrics_query(time.time())
+    def host_history(_tick, shown, client, state):
+        hours = state_hours(state)
+        query = metrics_query(time.time(), hours)
         sample_hosts = services.settings.sample_hosts
         return runner.answer(
             HOST_HISTORY,
             query,
             shown,
             client,
-            lambda frame: figures.host_history(frame, sample_hosts),
+            lambda frame: figures.host_history(frame, sample_hosts, hours=hours),
         ).outputs()
 
     @panel_callback(app, runner, APP_LATEST, "tiles")
-    def app_latest(_tick, shown, client, _state):
-        query = metrics_query(time.time())
+    def app_latest(_tick, shown, client, state):
+        query = metrics_query(time.time(), state_hours(state))
         build = lambda frame: render_tiles(figures.app_tiles(frame))  # noqa: E731
         return runner.answer(APP_LATEST, query, shown, client, build).outputs()
 
     @panel_callback(app, runner, APP_HISTORY, "figure")
-    def app_history(_tick, shown, client, _state):
-        query = metrics_query(time.time())
-        return runner.answer(APP_HISTORY, query, shown, client, figures.app_history).outputs()
+    def app_history(_tick, shown, client, state):
+        hours = state_hours(state)
+        query = metrics_query(time.time(), hours)
+        build = lambda frame: figures.app_history(frame, hours=hours)  # noqa: E731
+        return runner.answer(APP_HISTORY, query, shown, client, build).outputs()
 
     @panel_callback(app, runner, PIPELINE, "tiles")
     def pipeline(_tick, shown, client, _state):

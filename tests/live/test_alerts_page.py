@@ -172,3 +172,47 @@ def test_rows_render_open_and_resolved_alerts():
     text = json.dumps(row.to_plotly_json(), default=str)
     assert "resolved by auto" in text
     assert page.RESOLVE not in text  # nothing to do on a resolved alert
+
+
+def test_a_window_lists_every_open_alert_and_only_the_recent_others(local_stores):
+    from data_access.alerts import AlertsQuery, resolve_alert
+
+    now = 1_800_000_000.0
+    hour = 3600.0
+
+    def opened(rule: str, at: float) -> str:
+        alert = open_alert(
+            local_stores.records,
+            rule=rule,
+            subject="web-1",
+            severity="warning",
+            message=rule,
+            value=1.0,
+            threshold=0.5,
+            now=at,
+        )
+        return alert.alert_id
+
+    opened("old-open", now - 5 * hour)
+    resolve_alert(
+        local_stores.records,
+        local_stores.state,
+        opened("old-gone", now - 5 * hour),
+        by="auto",
+        now=now - 4 * hour,
+    )
+    resolve_alert(
+        local_stores.records,
+        local_stores.state,
+        opened("new-gone", now - 0.5 * hour),
+        by="auto",
+        now=now - 0.2 * hour,
+    )
+
+    def rules(state: dict | None) -> set[str]:
+        return set(page.alerts_query(now, state).load(local_stores)["rule"])
+
+    assert rules({"window": "1h"}) == {"old-open", "new-gone"}
+    assert rules({"window": "6h"}) == {"old-open", "old-gone", "new-gone"}
+    assert rules(None) == rules({"window": "24h"}) == rules({"window": "6h"})
+    assert set(AlertsQuery().load(local_stores)["rule"]) == rules({"window": "6h"})

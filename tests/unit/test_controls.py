@@ -17,3 +17,26 @@ def test_choosing_a_range_writes_it_to_the_url():
     assert next_range_search(RANGE_PRESET_ID, "30d", None, None, "?range=7d") == "?range=30d"
     dates = next_range_search(RANGE_DATES_ID, "custom", "2026-01-01", "2026-01-07", "")
     assert dates == "?range=2026-01-01..2026-01-07"
+
+
+def test_choosing_an_hours_window_writes_it_to_the_url_and_rendering_never_does():
+    from dashboard.components.controls import next_window_search
+
+    assert next_window_search("6h", "") == "?window=6h"
+    assert next_window_search("1h", "?window=6h") == "?window=1h"
+    # The picker rendering what the URL holds (or the default for none) changes nothing.
+    assert next_window_search("6h", "?window=6h") is None
+    assert next_window_search("24h", "") is None
+    # An unknown window stays in the URL with its notice; the picker shows the default.
+    assert next_window_search("24h", "?window=bogus") is None
+    assert next_window_search("7d", "") is None  # a day range is not an hours window
+
+
+def test_an_hours_window_is_read_leniently_and_named_when_unknown():
+    from dashboard.components.url_state import parse_window
+
+    assert parse_window("1h") == ("1h", 1, None)
+    assert parse_window(None) == ("24h", 24, None)
+    token, hours, problem = parse_window("7d")
+    assert (token, hours) == ("24h", 24)
+    assert problem is not None and "'7d'" in problem and "last 24 hours" in problem

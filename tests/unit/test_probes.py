@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import json
 import threading
 from collections import namedtuple
 from collections.abc import Iterator
@@ -499,3 +500,14 @@ def test_host_tiles_show_this_machines_snapshot():
     assert tiles["health-live-net-sent"]["value"] == "1.5 MB"
     assert tiles["health-live-net-sent"]["previous"] == "2.0 KB/s now"
     assert tiles["health-live-net-recv"]["previous"] == "since boot"
+
+
+def test_metrics_window_covers_the_hours_asked_for():
+    now = dt.datetime(2026, 3, 4, 10, 7, tzinfo=dt.UTC).timestamp()
+    query = health.metrics_query(now, 1)
+    assert query.since == dt.datetime(2026, 3, 4, 9, 5, tzinfo=dt.UTC)
+    assert health.metrics_query(now, 6).since == dt.datetime(2026, 3, 4, 4, 5, tzinfo=dt.UTC)
+    assert health.state_hours({"window": "6h"}) == 6
+    assert health.state_hours({}) == health.HISTORY_HOURS
+    empty = figures.host_history(pd.DataFrame(columns=["ts", "host", "metric", "value"]), hours=1)
+    assert "last hour" in json.dumps(empty)
