@@ -403,6 +403,20 @@ def register_grid_export(app: dash.Dash, panel: str, view_name: str) -> None:
         )
 
 
+PIN_EXPORT_VERSION_JS = """
+function (version, href) {
+    if (!href) { return window.dash_clientside.no_update; }
+    const url = new URL(href, window.location.origin);
+    if (typeof version === "string" && version) {
+        url.searchParams.set("version", version);
+    } else {
+        url.searchParams.delete("version");
+    }
+    return url.pathname + url.search;
+}
+"""
+
+
 def register_clientside(app: dash.Dash) -> None:
     """The clientside halves every panel shares; registered once per app."""
     # A tick reaches a panel only when the tab is visible and its previous answer is in.
@@ -420,4 +434,14 @@ def register_clientside(app: dash.Dash) -> None:
         Output({"type": "mc-frame", "panel": dash.MATCH}, "className"),
         Input({"type": "mc-figure", "panel": dash.MATCH}, "data"),
         Input(THEME_ID, "data"),
+    )
+    # A CSV link carries the data version on screen, so the file holds the rows shown even
+    # after newer data arrived (dashboard/export.py). Only panels with a link match; a grid's
+    # link is also rebuilt by its own callback (register_grid_export), to the same version.
+    app.clientside_callback(
+        PIN_EXPORT_VERSION_JS,
+        Output({"type": "mc-export", "panel": dash.MATCH}, "href", allow_duplicate=True),
+        Input({"type": "mc-version", "panel": dash.MATCH}, "data"),
+        State({"type": "mc-export", "panel": dash.MATCH}, "href"),
+        prevent_initial_call=True,
     )
