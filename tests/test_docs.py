@@ -1,4 +1,5 @@
-"""The README documents every environment variable the code reads."""
+"""The README documents every environment variable the code reads; no file names a document
+that is not in the repository."""
 
 from __future__ import annotations
 
@@ -33,3 +34,27 @@ def test_every_variable_is_in_the_readme():
     )
     assert not missing, f"README lacks: {missing}"
     assert len(variables_read()) > 40  # the scan itself works
+
+
+# Text the project ships, searched for the Markdown files it names.
+DOC_SOURCES = ("*.py", "*.sh", "*.md", "*.toml", "*.yaml", "*.yml", "Makefile", "Dockerfile")
+MARKDOWN_NAME = re.compile(r"[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b")
+SKIPPED_DIRS = {".git", ".venv", "node_modules", "var", "artifacts", "server_files"}
+
+
+def test_every_markdown_file_a_source_names_is_in_the_repository():
+    """A reader pointed at a document finds it here: the project stands alone."""
+    named: dict[str, list[str]] = {}
+    for pattern in DOC_SOURCES:
+        for path in ROOT.rglob(pattern):
+            if SKIPPED_DIRS & set(path.relative_to(ROOT).parts):
+                continue
+            for name in MARKDOWN_NAME.findall(path.read_text(errors="replace")):
+                named.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    missing = {
+        name: files
+        for name, files in named.items()
+        if not (ROOT / name).is_file() and not any(ROOT.rglob(Path(name).name))
+    }
+    assert not missing, f"documents named but not in the repository: {missing}"
+    assert "README.md" in named  # the scan itself works
