@@ -15,8 +15,12 @@ export ROLLUP_INTERVAL_SECONDS=${ROLLUP_INTERVAL_SECONDS:-60}
 # The generator's hosts (`make sample`), told apart from this machine on the Health page.
 export SAMPLE_HOSTS=${SAMPLE_HOSTS:-web-1,web-2}
 if [[ ! -s var/simulator.key ]]; then
-    "$BIN/mission-control" api-key create --name simulator --scope ingest \
-        --token-file var/simulator.key >/dev/null
+    # The token goes to the file only; its echo on stderr is shown only if creating fails.
+    if ! created=$("$BIN/mission-control" api-key create --name simulator --scope ingest \
+        --token-file var/simulator.key 2>&1 >/dev/null); then
+        echo "$created" >&2
+        exit 1
+    fi
 fi
 
 # A line per page poll and simulator post: kept in a file, out of the terminal.
