@@ -1,7 +1,10 @@
-"""Answers queries cache-first: memory memo -> cache table -> lake, with provenance.
+"""Answers queries cache-first: memo -> cache table -> lake, with provenance.
 
 The caller never sees the tiers: a cache error is a miss (logged), a cache write error never
 fails a read, and when the lake is unreachable the last good answer is served marked stale.
+The memo is any cache with cachelib's ``get``/``set(key, value, timeout)``: the app passes
+flask-caching's (per worker, or Redis shared by every worker); alone, the service keeps one
+in process.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -93,8 +96,16 @@ def decode(payload: bytes) -> tuple[pd.DataFrame, float]:
     return table.to_pandas(), as_of
 
 
+class MemoCache(Protocol):
+    """What the service needs of a memo: cachelib's ``get`` and ``set``."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: Any, timeout: int | None = None) -> Any: ...
+
+
 class _LruMemo:
-    """In-process memo of decoded results; bounded, with a time to live."""
+    """In-process memo; bounded, with a time to live read from the service's clock."""
 
     def __init__(self, max_items: int, ttl_seconds: float, clock: Callable[[], float]) -> None:
         self._items: OrderedDict[str, tuple[float, object]] = OrderedDict()
@@ -109,9 +120,10 @@ class _LruMemo:
             self._items.move_to_end(key)
             return item[1]
 
-    def set(self, key: str, value: object, ttl: float | None = None) -> None:
+    def set(self, key: str, value: object, timeout: float | None = None) -> None:
         with self._lock:
-            self._items[key] = (self._clock() + (self._ttl if ttl is None else ttl), value)
+            ttl = self._ttl if timeout is None else timeout
+            self._items[key] = (self._clock() + ttl, value)
             self._items.move_to_end(key)
             while len(self._items) > self._max:
                 self._items.popitem(last=False)
@@ -123,19 +135,21 @@ class DataService:
         stores: Stores,
         settings: DataSettings,
         *,
-        shared_memo: object | None = None,
+        memo: MemoCache | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stores = stores
         self.settings = settings
         self.counters = TierCounters()
         self._clock = clock
-        self._memo = _LruMemo(512, settings.memo_seconds, clock)
+        # Decoded answers by cache key (query + data version): a version never changes its rows,
+        # so the memo's lifetime only bounds memory.
+        self._memo: MemoCache = (
+            memo if memo is not None else _LruMemo(512, settings.memo_seconds, clock)
+        )
         self._versions = _LruMemo(4096, settings.version_memo_seconds, clock)
         # Last good answer per query, any version: what a panel shows while the lake is down.
         self._last_good = _LruMemo(1024, 7 * 24 * 3600, clock)
-        # Optional cross-worker memo with cachelib get/set(key, value, timeout), e.g. Redis.
-        self._shared = shared_memo
 
     # -- versions --------------------------------------------------------------------------
 
@@ -175,14 +189,14 @@ class DataService:
         # The state and cache tables live in one store (DynamoDB or SQLite): without a version
         # the cache tier is out of reach, and the panel must say it is degraded.
         problem = "cache table unreachable" if version == UNKNOWN_VERSION else None
-        memo = self._memo.get(key)
+        memo = self._memo_get(key)
         if memo is not None:
             self.counters.memory += 1
-            provenance = replace(memo.provenance, tier="memory", problem=problem)  # type: ignore[attr-defined]
-            return replace(memo, provenance=provenance)  # type: ignore[arg-type]
+            provenance = replace(memo.provenance, tier="memory", problem=problem)
+            return replace(memo, provenance=provenance)
 
-        payload = self._shared_get(key)
-        if payload is None and version != UNKNOWN_VERSION:
+        payload = None
+        if version != UNKNOWN_VERSION:
             try:
                 payload = self.stores.cache.get(key)
             except StoreUnavailable as exc:
@@ -217,7 +231,7 @@ class DataService:
     def fetch_at(self, query: Query, version: str) -> Result:
         """The query's answer at exactly ``version`` (as a panel showed it), or ``VersionGone``.
 
-        Kept answers come first (memo, shared memo, cache table, last good answer); when none
+        Kept answers come first (memo, cache table, last good answer); when none
         holds that version, the lake is read only if the version is still current before and
         after the read, so the rows are never those of a later version.
         """
@@ -225,17 +239,16 @@ class DataService:
         if pinned == UNKNOWN_VERSION:
             raise VersionGone(version, self.version(query))
         key = self.cache_key(query, pinned)
-        memo = self._memo.get(key)
+        memo = self._memo_get(key)
         if memo is not None:
             self.counters.memory += 1
-            return memo  # type: ignore[return-value]
-        payload = self._shared_get(key)
-        if payload is None:
-            try:
-                payload = self.stores.cache.get(key)
-            except StoreUnavailable as exc:
-                self.counters.cache_errors += 1
-                log.warning("cache read failed for a pinned read: %s", exc)
+            return memo
+        payload = None
+        try:
+            payload = self.stores.cache.get(key)
+        except StoreUnavailable as exc:
+            self.counters.cache_errors += 1
+            log.warning("cache read failed for a pinned read: %s", exc)
         if payload is not None:
             frame, as_of = decode(payload)
             self.counters.cache += 1
@@ -266,13 +279,13 @@ class DataService:
         self, query: Query, key: str, result: Result, payload: bytes, *, to_cache_table: bool
     ) -> None:
         clean = replace(result, provenance=replace(result.provenance, problem=None))
-        self._memo.set(key, clean)
-        self._last_good.set(repr(query), clean)
-        if self._shared is not None:
+        # A zero lifetime means no memo (cachelib would read 0 as "never expires").
+        if self.settings.memo_seconds > 0:
             try:
-                self._shared.set(key, payload, timeout=self.settings.memo_seconds)
-            except Exception as exc:  # a shared memo outage must never fail a read
-                log.warning("shared memo write failed: %s", exc)
+                self._memo.set(key, clean, timeout=self.settings.memo_seconds)
+            except Exception as exc:  # a memo outage must never fail a read
+                log.warning("memo write failed: %s", exc)
+        self._last_good.set(repr(query), clean)
         if to_cache_table and result.provenance.version != UNKNOWN_VERSION:
             try:
                 self.stores.cache.put(key, payload, self.settings.cache_ttl_seconds)
@@ -280,11 +293,10 @@ class DataService:
                 self.counters.cache_errors += 1
                 log.warning("cache write failed, answer still served: %s", exc)
 
-    def _shared_get(self, key: str) -> bytes | None:
-        if self._shared is None:
-            return None
+    def _memo_get(self, key: str) -> Result | None:
         try:
-            return self._shared.get(key)
-        except Exception as exc:
-            log.warning("shared memo read failed: %s", exc)
+            found = self._memo.get(key)
+        except Exception as exc:  # e.g. an entry a different release wrote: a miss
+            log.warning("memo read failed: %s", exc)
             return None
+        return found if isinstance(found, Result) else None
