@@ -22,8 +22,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench.operators import dashboard_env, serve, serving_lake
 from bench.report import Report
+from bench.serving import dashboard_env, serve, serving_lake
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

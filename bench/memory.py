@@ -18,18 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.operators import (
-    OperatorPool,
-    Served,
-    ServingLake,
-    dashboard_env,
-    learn_page,
-    pages,
-    percentile,
-    serve,
-    serving_lake,
-)
+from bench.ramp import OperatorPool, learn_page, percentile
 from bench.report import Report
+from bench.serving import Served, ServingLake, dashboard_env, pages, serve, serving_lake
 from data_access import layout
 from data_access.factory import build_stores
 from data_access.settings import DataSettings

@@ -294,7 +294,8 @@ def _counting_worker(env: dict[str, str], counts: _Counts, *, tiers: bool):
 def _poll_pattern(lake, *, tiers: bool, ticks: int, bump_every: int, seed: int = 5) -> dict:
     import random
 
-    from bench.operators import UPDATE_PATH, PageModel, PageSpec, dashboard_env, render_body
+    from bench.serving import dashboard_env
+    from devtools.operators import UPDATE_PATH, PageModel, PageSpec, render_body
     from pipeline.generate import customer_id
 
     env = {
@@ -338,8 +339,7 @@ def _poll_pattern(lake, *, tiers: bool, ticks: int, bump_every: int, seed: int =
                 body = panel.body(tick, tab, model.state, model.trigger_for(panel))
                 answer = worker_client.post(UPDATE_PATH, data=body, content_type="application/json")
                 statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-                if answer.status_code == 200:
-                    panel.held = answer.get_json()["response"][panel.version_id]["data"]
+                panel.remember(answer.status_code, answer.get_data())
     for _, data in workers:
         for tier in ("memory", "cache", "lake", "stale"):
             counts.bump(f"tier_{tier}", getattr(data.counters, tier))
@@ -355,7 +355,7 @@ def _poll_pattern(lake, *, tiers: bool, ticks: int, bump_every: int, seed: int =
 def _naive_reads_per_poll(lake, mix: dict[str, int]) -> float:
     """Parquet and JSON files the naive app reads per poll, for the same page mix."""
     from bench import naive_app
-    from bench.operators import UPDATE_PATH, PageModel, PageSpec, render_body
+    from devtools.operators import UPDATE_PATH, PageModel, PageSpec, render_body
 
     class CountingNaiveLake(naive_app.NaiveLake):
         files = 0
@@ -401,7 +401,7 @@ def _naive_reads_per_poll(lake, mix: dict[str, int]) -> float:
 
 
 def cache(report: Report, folder: Path, *, full: bool) -> None:
-    from bench.operators import serving_lake
+    from bench.serving import serving_lake
 
     lake = serving_lake(folder.parent, full=full)
     ticks, bump_every = (120, 40) if full else (36, 12)

@@ -5,14 +5,14 @@ panel's first answer), then at every refresh sends each panel's poll callback wi
 version it holds, exactly as the Dash renderer does: an unchanged version answers 204, a new
 one 200 with the new content and version. Now and then it moves to another page.
 
-The request bodies are built from the app's own ``/_dash-dependencies`` and the router's
-answer, so a panel added to a page is polled without changing this file.
+The request bodies come from ``devtools.operators``, the renderer emulator the bench uses
+too, built from the app's own ``/_dash-dependencies`` and the router's answer, so a panel
+added to a page is polled without changing this file.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import threading
 import time
@@ -23,74 +23,19 @@ from typing import Any
 
 import requests
 
-ROUTER_INPUT = "_pages_location"
-CALLBACK_PATH = "/_dash-update-component"
+from devtools.operators import (
+    ROUTER_INPUT,
+    UPDATE_PATH,
+    PageModel,
+    PageSpec,
+    Panel,
+    page_content,
+    render_body,
+)
+
 # What a poll may answer: new data, or nothing new.
 OK_STATUSES = frozenset({200, 204})
-
-
-def _id_key(component_id: Any) -> str:
-    if isinstance(component_id, dict):
-        return json.dumps(component_id, sort_keys=True, separators=(",", ":"))
-    return str(component_id)
-
-
-def _component_id(value: Any) -> Any:
-    """Dependencies name pattern-matching ids as JSON text; requests carry them as objects."""
-    if isinstance(value, str) and value.startswith("{"):
-        return json.loads(value)
-    return value
-
-
-def _parse_outputs(output: str) -> list[dict[str, Any]]:
-    """Dash's output string ("id.prop" or "..id1.prop1...id2.prop2..") as ``outputs``."""
-    text = output[2:-2] if output.startswith("..") and output.endswith("..") else output
-    parsed = []
-    for part in text.split("..."):
-        component, _, prop = part.rpartition(".")
-        parsed.append(
-            {
-                "id": _component_id(component),
-                "property": prop.split("@", 1)[0],
-            }
-        )
-    return parsed
-
-
-@dataclass(frozen=True)
-class PanelCallback:
-    panel: str
-    output: str
-    outputs: list[dict[str, Any]]
-    inputs: list[dict[str, Any]]
-    state: list[dict[str, Any]]
-
-    @property
-    def version_key(self) -> str:
-        return _id_key({"panel": self.panel, "type": "mc-version"})
-
-    @property
-    def status_key(self) -> str:
-        return _id_key({"panel": self.panel, "type": "mc-status"})
-
-    def body(self, version: str | None, client_id: str, view_state: Any) -> dict[str, Any]:
-        values = {
-            _id_key({"panel": self.panel, "type": "mc-version"}): version,
-            "mc-client": client_id,
-            "mc-state": view_state,
-        }
-
-        def entry(item: dict[str, Any], value: Any) -> dict[str, Any]:
-            return {"id": item["id"], "property": item["property"], "value": value}
-
-        tick = int(time.time() * 1000)
-        return {
-            "output": self.output,
-            "outputs": self.outputs,
-            "inputs": [entry(item, tick) for item in self.inputs],
-            "state": [entry(item, values.get(_id_key(item["id"]))) for item in self.state],
-            "changedPropIds": [f"{_id_key(item['id'])}.{item['property']}" for item in self.inputs],
-        }
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -105,64 +50,18 @@ class Sample:
 
 
 class DashSite:
-    """What the operators need to know about the app: its panel callbacks and router."""
+    """What the operators need to know about the app: its callbacks, learnt once."""
 
     def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         http = session or requests.Session()
         dependencies = http.get(f"{self.base_url}/_dash-dependencies", timeout=30)
         dependencies.raise_for_status()
-        self.panels: dict[str, PanelCallback] = {}
-        self.router: dict[str, Any] | None = None
-        for dependency in dependencies.json():
-            output = dependency["output"]
-            inputs = [
-                {"id": _component_id(i["id"]), "property": i["property"]}
-                for i in dependency["inputs"]
-            ]
-            if any(i["id"] == ROUTER_INPUT for i in inputs):
-                self.router = {"output": output, "outputs": _parse_outputs(output)}
-                continue
-            outputs = _parse_outputs(output)
-            versions = [
-                o["id"]["panel"]
-                for o in outputs
-                if isinstance(o["id"], dict) and o["id"].get("type") == "mc-version"
-            ]
-            ticks = [i for i in inputs if isinstance(i["id"], dict) and "panel" in i["id"]]
-            if len(versions) == 1 and ticks and ticks[0]["id"].get("type") == "mc-tick":
-                state = [
-                    {"id": _component_id(s["id"]), "property": s["property"]}
-                    for s in dependency["state"]
-                ]
-                self.panels[versions[0]] = PanelCallback(
-                    versions[0], output, outputs, inputs, state
-                )
-        if self.router is None:
+        self.dependencies: list[dict[str, Any]] = dependencies.json()
+        if not any(
+            item["id"] == ROUTER_INPUT for dep in self.dependencies for item in dep["inputs"]
+        ):
             raise AssertionError("the pages router callback is not registered")
-
-    def router_body(self, path: str, search: str = "") -> dict[str, Any]:
-        assert self.router is not None
-        return {
-            "output": self.router["output"],
-            "outputs": self.router["outputs"],
-            "inputs": [
-                {"id": ROUTER_INPUT, "property": "pathname", "value": path},
-                {"id": ROUTER_INPUT, "property": "search", "value": search},
-            ],
-            "state": [],
-            "changedPropIds": [f"{ROUTER_INPUT}.pathname"],
-        }
-
-    def panels_in(self, rendered: Any) -> list[PanelCallback]:
-        """The panels whose tick components appear in a rendered page layout."""
-        text = json.dumps(rendered)
-        return [
-            callback
-            for name, callback in self.panels.items()
-            if f'"panel": "{name}", "type": "mc-tick"' in text
-            or f'"type": "mc-tick", "panel": "{name}"' in text
-        ]
 
 
 @dataclass
@@ -212,39 +111,34 @@ class Operator:
         )
         return None
 
-    def _open(self, path: str, search: str) -> tuple[list[PanelCallback], dict[str, str | None]]:
-        self._send("page", "GET", path + search, headers={"Accept": "text/html"})
+    def _open(self, path: str, search: str) -> tuple[PageModel, list[Panel]] | None:
+        spec = PageSpec(path + search, "ours", path, search)
+        self._send("page", "GET", spec.url_path, headers={"Accept": "text/html"})
         self._send("layout", "GET", "/_dash-layout")
-        router_body = self.site.router_body(path, search)
-        routed = self._send("router", "POST", CALLBACK_PATH, json=router_body)
+        render = render_body(spec, self.site.dependencies)
+        routed = self._send("router", "POST", UPDATE_PATH, data=render, headers=JSON_HEADERS)
         if routed is None or routed.status_code != 200:
-            return [], {}
-        rendered = routed.json().get("response", {})
-        panels = self.site.panels_in(rendered)
-        view_state = _view_state_of(rendered)
-        self._view_state = view_state
-        versions: dict[str, str | None] = {}
-        for callback in panels:
-            versions[callback.panel] = self._poll(callback, None, "first")
-        return panels, versions
+            return None
+        model = PageModel(
+            spec, self.site.dependencies, page_content(routed.status_code, routed.content), render
+        )
+        panels = model.new_panels()
+        for panel in panels:
+            self._poll(model, panel, 0, "first")
+        return model, panels
 
-    def _poll(self, callback: PanelCallback, version: str | None, kind: str) -> str | None:
-        body = callback.body(version, self.client_id, self._view_state)
-        answer = self._send(kind, "POST", CALLBACK_PATH, json=body)
+    def _poll(self, model: PageModel, panel: Panel, tick: int, kind: str) -> None:
+        body = panel.body(tick, self.client_id, model.state, model.trigger_for(panel))
+        answer = self._send(kind, "POST", UPDATE_PATH, data=body, headers=JSON_HEADERS)
         if answer is None or answer.status_code != 200:
-            return version
-        try:
-            outputs = answer.json()["response"]
-        except (ValueError, KeyError):
-            return version
-        status = outputs.get(callback.status_key, {}).get("children")
+            return  # a 204: the panel keeps the version it shows
+        status = panel.status_message(answer.content)
         if status:
             last = self.samples[-1]
             self.samples[-1] = Sample(
-                last.at, last.kind, last.seconds, last.status, last.attempts, str(status), True
+                last.at, last.kind, last.seconds, last.status, last.attempts, status, True
             )
-        new_version = outputs.get(callback.version_key, {}).get("data")
-        return new_version if new_version is not None else version
+        panel.remember(answer.status_code, answer.content)
 
     def run(self) -> None:
         # Start at a random page and phase, so operators do not poll in lock step.
@@ -253,38 +147,17 @@ class Operator:
         for path, search in itertools.islice(itertools.cycle(self.pages), start, None):
             if self.stop.is_set():
                 return
-            panels, versions = self._open(path, search)
+            opened = self._open(path, search)
             for _ in range(self.ticks_per_page):
                 if self.stop.wait(self.refresh_seconds):
                     return
-                for callback in panels:
-                    versions[callback.panel] = self._poll(
-                        callback, versions.get(callback.panel), "poll"
-                    )
-
-    _view_state: Any = None
-
-
-def _view_state_of(rendered: dict[str, Any]) -> Any:
-    """The page's ``mc-state`` store data, as the router wrote it into the layout."""
-    found: list[Any] = []
-
-    def walk(node: Any) -> None:
-        if found:
-            return
-        if isinstance(node, dict):
-            props = node.get("props")
-            if isinstance(props, dict) and props.get("id") == "mc-state":
-                found.append(props.get("data"))
-                return
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(rendered)
-    return found[0] if found else None
+                if opened is None:
+                    continue
+                model, panels = opened
+                # The renderer sends the tick time in milliseconds as the tick's value.
+                tick = int(time.time() * 1000)
+                for panel in panels:
+                    self._poll(model, panel, tick, "poll")
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench import naive_app, scale
-from bench.operators import (
-    UPDATE_PATH,
-    Answer,
-    Level,
-    PageModel,
-    PageSpec,
-    Ramp,
-    _AnswerReader,
-    render_body,
-)
+from bench.http_client import _AnswerReader
+from bench.ramp import Level, Ramp
 from bench.report import Report
 from dashboard import create_app
 from data_access import layout
@@ -42,6 +34,7 @@ from data_access.queries import (
 )
 from data_access.service import DataService
 from data_access.settings import DataSettings
+from devtools.operators import UPDATE_PATH, PageModel, PageSpec, render_body
 from pipeline.events import compact_events
 from pipeline.generate import customer_id, generate
 from pipeline.process import drain
@@ -99,9 +92,14 @@ def test_simulated_tabs_poll_like_the_renderer_first_data_then_204(lake: DataSet
         for panel in panels:
             first = _post(client, model, panel, 0, "tab-a")
             assert first.status_code == 200, (panel.name, first.get_data(as_text=True)[:200])
-            panel.remember(Answer(first.status_code, 0, first.get_data()))
+            assert panel.remember(first.status_code, first.get_data()), panel.name
             assert panel.held is not None, panel.name
-            assert _post(client, model, panel, 1, "tab-a").status_code == 204, panel.name
+            assert panel.status_message(first.get_data()) == "", panel.name
+            unchanged = _post(client, model, panel, 1, "tab-a")
+            assert unchanged.status_code == 204, panel.name
+            held = panel.held
+            assert not panel.remember(unchanged.status_code, unchanged.get_data())
+            assert panel.held == held
 
 
 def test_the_naive_app_rebuilds_every_panel_on_every_tick(lake: DataSettings):
