@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 from auth.guard import current_user, init_auth, protect_dash_outputs
 from auth.settings import AuthSettings
 from dashboard import export
+from dashboard.cache import init_caches
 from dashboard.components import controls, panel
 from dashboard.components.poll import PanelRunner
 from dashboard.observability import configure_logging, init_request_id
@@ -94,7 +95,14 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     server = Flask(__name__)
     init_request_id(server)
     stores = build_stores(data_settings)
-    data = DataService(stores, data_settings)
+    # flask-caching: per worker, or Redis shared by every worker and instance (REDIS_URL).
+    caches = init_caches(
+        server,
+        data_settings.redis_url,
+        memo_seconds=data_settings.memo_seconds,
+        figure_items=dashboard_settings.figure_cache_items,
+    )
+    data = DataService(stores, data_settings, memo=caches.memo)
     # First, so the requests the guard refuses are measured too.
     register_request_metrics(
         server, MetricsSettings.from_env(env), data_service=data, records=stores.records
@@ -112,6 +120,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             data,
             floor_seconds=dashboard_settings.refresh_floor_ms / 1000,
             figure_cache_items=dashboard_settings.figure_cache_items,
+            caches=caches,
         ),
         auth=auth_settings,
     )

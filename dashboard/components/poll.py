@@ -3,12 +3,14 @@
 A panel callback hands ``PanelRunner.answer`` its query, the version it shows and a pure
 builder. An unchanged version answers ``no_update`` without touching the data; a changed one
 fetches (cache first) and builds, and the built output is kept per (builder, query, version)
+in the app's figure cache (per worker, or Redis shared by every worker: ``dashboard.cache``),
 so many operators polling the same view share one build. Any failure becomes a degraded
 message on the panel, never an exception out of the callback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -20,8 +22,9 @@ from typing import Any
 import pandas as pd
 from dash import no_update
 
+from dashboard.cache import AppCaches, worker_caches
 from data_access.queries import Query
-from data_access.service import DataService, NoData, Provenance
+from data_access.service import DataService, MemoCache, NoData, Provenance
 
 log = logging.getLogger(__name__)
 
@@ -46,39 +49,50 @@ def provenance_label(provenance: Provenance, now: float) -> str:
 
 
 class FigureCache:
-    """A small thread-safe LRU of built outputs, with hit and miss counts."""
+    """Built outputs in a cachelib-style cache (flask-caching's), with hit and miss counts.
 
-    def __init__(self, max_items: int) -> None:
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._max = max_items
+    A cache error is a miss and a failed write still returns the built value: a panel is
+    answered whatever its cache does.
+    """
+
+    def __init__(self, store: MemoCache, timeout_seconds: int) -> None:
+        self._store = store
+        self._timeout = timeout_seconds
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
+    def get_or_build(self, key: str, build: Callable[[], Any]) -> Any:
+        try:
+            value = self._store.get(key)
+        except Exception as exc:  # e.g. an entry a different release wrote
+            log.warning("figure cache read failed: %s", exc)
+            value = None
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
+            if value is not None:
                 self.hits += 1
-                return self._items[key]
+                return value
             self.misses += 1
-        # Build outside the lock: two racing builds of one key produce equal values.
+        # Two racing builds of one key (even in two workers) produce equal values.
         value = build()
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+        try:
+            self._store.set(key, value, timeout=self._timeout)
+        except Exception as exc:
+            log.warning("figure cache write failed, figure still served: %s", exc)
         return value
 
-    def __len__(self) -> int:
-        return len(self._items)
+
+def figure_key(panel: str, build_key: Hashable, query: Query, version: str) -> str:
+    """The same string in every worker: the data cache key plus the panel and its builder."""
+    builder = hashlib.sha256(repr(build_key).encode()).hexdigest()[:16]
+    return f"{panel}:{builder}:{DataService.cache_key(query, version)}"
 
 
 class PollFloor:
     """At most one answered poll per (browser tab, panel) within ``floor_seconds``.
 
-    Held per process: with several gunicorn workers each enforces it for the polls it sees.
+    With ``claim`` (``AppCaches.claim``: Redis) the floor holds across every worker; while
+    it answers None (no Redis, or Redis failing) each worker enforces it for the polls it sees.
     """
 
     def __init__(
@@ -87,15 +101,21 @@ class PollFloor:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 50_000,
+        claim: Callable[[str, float], bool | None] | None = None,
     ) -> None:
         self._floor = floor_seconds
         self._clock = clock
         self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
+        self._claim = claim
 
     def allow(self, client_id: str, panel: str) -> bool:
         """True, and remembered, unless this tab's last answered poll of the panel is too recent."""
+        if self._claim is not None and self._floor > 0:
+            shared = self._claim(f"floor:{client_id}:{panel}", self._floor)
+            if shared is not None:
+                return shared
         now = self._clock()
         key = (client_id, panel)
         with self._lock:
@@ -160,10 +180,17 @@ class PanelRunner:
         render_status: Callable[[str | None], Any],
         clock: Callable[[], float] = time.time,
         floor_clock: Callable[[], float] = time.monotonic,
+        caches: AppCaches | None = None,
     ) -> None:
         self.data = data
-        self.figures = FigureCache(figure_cache_items)
-        self.floor = PollFloor(floor_seconds, clock=floor_clock)
+        if caches is None:
+            caches = worker_caches(
+                memo_seconds=data.settings.memo_seconds, figure_items=figure_cache_items
+            )
+        self.figures = FigureCache(caches.figures, caches.figure_seconds)
+        self.floor = PollFloor(
+            floor_seconds, clock=floor_clock, claim=caches.claim if caches.shared else None
+        )
         self._render_badge = render_badge
         self._render_status = render_status
         self._clock = clock
@@ -200,8 +227,7 @@ class PanelRunner:
             if provenance.version == "unknown":
                 content = build(result.data)  # no version to key a reusable figure on
             else:
-                # Queries are frozen dataclasses: hashing one is cheaper than its cache-key digest.
-                key = (panel, build_key, query, provenance.version)
+                key = figure_key(panel, build_key, query, provenance.version)
                 content = self.figures.get_or_build(key, lambda: build(result.data))
         except NoData as exc:
             log.warning("panel %s has no data: %s", panel, exc)
