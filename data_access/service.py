@@ -14,8 +14,8 @@ import io
 import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -73,9 +73,25 @@ class TierCounters:
     cache_errors: int = 0
     lake_errors: int = 0
 
-    def hit_ratio(self) -> float:
-        served = self.memory + self.cache + self.lake
-        return (self.memory + self.cache) / served if served else 0.0
+    def __post_init__(self) -> None:
+        # Answers per query kind and tier (not a dataclass field: /metrics exports the fields),
+        # so a reader can leave its own queries out of a ratio.
+        self.by_kind: dict[str, Counter[str]] = {}
+
+    def served(self, tier: str, kind: str) -> None:
+        """One answer from ``tier`` (memory, cache, lake or stale) to a query of ``kind``."""
+        setattr(self, tier, getattr(self, tier) + 1)
+        self.by_kind.setdefault(kind, Counter())[tier] += 1
+
+    def hit_ratio(self, excluding: Collection[str] = ()) -> float:
+        """Memory and cache-table answers over all answers, leaving out the query kinds in
+        ``excluding`` (e.g. the Health page's own reads, so its tile does not count itself)."""
+        counts = Counter(memory=self.memory, cache=self.cache, lake=self.lake)
+        for kind in excluding:
+            counts.subtract(self.by_kind.get(kind, Counter()))
+        hits = counts["memory"] + counts["cache"]
+        served = hits + counts["lake"]
+        return hits / served if served > 0 else 0.0
 
 
 def encode(frame: pd.DataFrame, as_of: float) -> bytes:
@@ -191,7 +207,7 @@ class DataService:
         problem = "cache table unreachable" if version == UNKNOWN_VERSION else None
         memo = self._memo_get(key)
         if memo is not None:
-            self.counters.memory += 1
+            self.counters.served("memory", query.kind)
             provenance = replace(memo.provenance, tier="memory", problem=problem)
             return replace(memo, provenance=provenance)
 
@@ -206,7 +222,7 @@ class DataService:
         if payload is not None:
             frame, as_of = decode(payload)
             result = Result(frame, Provenance("cache", as_of, version, problem))
-            self.counters.cache += 1
+            self.counters.served("cache", query.kind)
             self._remember(query, key, result, payload, to_cache_table=False)
             return result
 
@@ -218,13 +234,13 @@ class DataService:
             last = self._last_good.get(repr(query))
             if last is None:
                 raise NoData(f"lake unreachable and no earlier data for {query.kind}") from exc
-            self.counters.stale += 1
+            self.counters.served("stale", query.kind)
             return replace(
                 last, provenance=replace(last.provenance, tier="stale", problem="lake unreachable")
             )  # type: ignore[arg-type]
         as_of = self._clock()
         result = Result(frame, Provenance("lake", as_of, version, problem))
-        self.counters.lake += 1
+        self.counters.served("lake", query.kind)
         self._remember(query, key, result, encode(frame, as_of), to_cache_table=problem is None)
         return result
 
@@ -241,7 +257,7 @@ class DataService:
         key = self.cache_key(query, pinned)
         memo = self._memo_get(key)
         if memo is not None:
-            self.counters.memory += 1
+            self.counters.served("memory", query.kind)
             return memo
         payload = None
         try:
@@ -251,7 +267,7 @@ class DataService:
             log.warning("cache read failed for a pinned read: %s", exc)
         if payload is not None:
             frame, as_of = decode(payload)
-            self.counters.cache += 1
+            self.counters.served("cache", query.kind)
             return Result(frame, Provenance("cache", as_of, pinned))
         last = self._last_good.get(repr(query))
         if last is not None and last.provenance.version == pinned:  # type: ignore[attr-defined]
@@ -271,7 +287,7 @@ class DataService:
             raise VersionGone(pinned, after)
         as_of = self._clock()
         result = Result(frame, Provenance("lake", as_of, pinned))
-        self.counters.lake += 1
+        self.counters.served("lake", query.kind)
         self._remember(query, key, result, encode(frame, as_of), to_cache_table=True)
         return result
 

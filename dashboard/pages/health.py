@@ -81,6 +81,11 @@ def metrics_query(now: float, hours: int = HISTORY_HOURS) -> MetricsQuery:
     return MetricsQuery(since=since, until=until.replace(minute=59, second=59))
 
 
+# Only this page reads these: its cache-hit tile leaves them out, or its own polls (the live
+# tile re-reads the pipeline stats every tick, from memory) would count as hits.
+OWN_QUERY_KINDS = (MetricsQuery.kind, PipelineStatsQuery.kind)
+
+
 def pipeline_query(now: float) -> PipelineStatsQuery:
     hour = int(now // 3600) * 3600
     return PipelineStatsQuery(since=dt.datetime.fromtimestamp(hour, dt.UTC) - dt.timedelta(days=1))
@@ -436,7 +441,8 @@ def register(app: dash.Dash, services: Services) -> None:
         now = time.time()
         result = data.fetch(pipeline_query(now))  # memoised: the pipeline panel read it
         numbers = figures.pipeline_numbers(result.data)
-        tiles = figures.pipeline_live_tiles(numbers, data.counters.hit_ratio(), now)
+        hit_ratio = data.counters.hit_ratio(excluding=OWN_QUERY_KINDS)
+        tiles = figures.pipeline_live_tiles(numbers, hit_ratio, now)
         return PanelAnswer(
             render_tiles(tiles), f"{now:.3f}", live_badge(now, now, "Computed"), None
         )
