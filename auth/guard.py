@@ -68,6 +68,7 @@ __all__ = [
     "PUBLIC_RULES",
     "audit",
     "current_user",
+    "guard_request",
     "init_auth",
     "is_public_rule",
     "protect_dash_outputs",
@@ -122,11 +123,19 @@ def _is_loopback(address: str | None) -> bool:
         return False
 
 
-def init_auth(server: Flask, settings: AuthSettings, records: AuthRecords | None = None) -> None:
+def init_auth(
+    server: Flask,
+    settings: AuthSettings,
+    records: AuthRecords | None = None,
+    *,
+    register_guard: bool = True,
+) -> None:
     """Wire sign-in, sessions, the route guard and the audit log into ``server``.
 
     ``records`` is the backend's record store (``Stores.records``); without one, audit
     entries reach the log only and sessions live in this process, which production refuses.
+    With ``register_guard=False`` the caller registers ``guard_request`` itself, where its
+    own order of request hooks says (``dashboard.app.create_app`` does).
     """
     problems = settings.problems()
     if settings.production and records is None:
@@ -179,7 +188,8 @@ def init_auth(server: Flask, settings: AuthSettings, records: AuthRecords | None
         )
     server.extensions[EXTENSION_KEY] = state
     register_views(server)
-    server.before_request(_guard)
+    if register_guard:
+        server.before_request(guard_request)
 
 
 def protect_dash_outputs(server: Flask, rules: Mapping[str, str]) -> None:
@@ -195,7 +205,8 @@ def protect_dash_outputs(server: Flask, rules: Mapping[str, str]) -> None:
     auth_state(server).dash_rules.update(rules)
 
 
-def _guard() -> Response | None:
+def guard_request() -> Response | None:
+    """The ``before_request`` hook: sets ``g.user``, or refuses the request."""
     state = auth_state()
     g.user = None
     rule = request.url_rule.rule if request.url_rule is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,14 +13,20 @@ from dash import dcc, html
 from dash.exceptions import DependencyException
 from flask import Flask, Response, jsonify, request
 
-from auth.guard import current_user, init_auth, protect_dash_outputs
+from auth.guard import current_user, guard_request, init_auth, protect_dash_outputs
 from auth.settings import AuthSettings
 from dashboard import export
 from dashboard.cache import init_caches
 from dashboard.components import controls, panel
 from dashboard.components.poll import PanelRunner
-from dashboard.observability import configure_logging, init_request_id
+from dashboard.observability import (
+    bind_request_id,
+    configure_logging,
+    echo_request_id,
+    unbind_request_id,
+)
 from dashboard.readiness import ReadinessSettings, register_readiness
+from dashboard.request_hooks import RequestHooks, register_hooks
 from dashboard.request_metrics import MetricsSettings, register_request_metrics
 from dashboard.security import SecuritySettings, init_security, log_callback_error
 from dashboard.settings import DashboardSettings
@@ -65,6 +71,9 @@ INDEX_STRING = f"""<!DOCTYPE html>
 </html>"""
 
 
+# Where create_app keeps the request hooks it registered, in the order they run.
+REQUEST_HOOKS_KEY = "mc_request_hooks"
+
 # Component-id prefixes whose callbacks need the operator role (matched against dict ids' values).
 OPERATOR_OUTPUTS = {
     "customer-": "operator",
@@ -93,7 +102,6 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
 
     configure_logging(env.get("LOG_LEVEL", "INFO"))
     server = Flask(__name__)
-    init_request_id(server)
     stores = build_stores(data_settings)
     # flask-caching: per worker, or Redis shared by every worker and instance (REDIS_URL).
     caches = init_caches(
@@ -103,11 +111,10 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         figure_items=dashboard_settings.figure_cache_items,
     )
     data = DataService(stores, data_settings, memo=caches.memo)
-    # First, so the requests the guard refuses are measured too.
-    register_request_metrics(
+    metrics = register_request_metrics(
         server, MetricsSettings.from_env(env), data_service=data, records=stores.records
     )
-    init_auth(server, auth_settings, stores.records)
+    init_auth(server, auth_settings, stores.records, register_guard=False)
     ingest_settings = IngestSettings.from_env(env)
     register_ingest(server, stores, ingest_settings)
     register_uploads(server, stores, ingest_settings)
@@ -154,32 +161,55 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         page.register(app, services)
     controls.register(app)
     panel.register_clientside(app)
-    _unknown_pages_are_404(server, {page["path"] for page in dash.page_registry.values()})
+    not_found_status = _unknown_pages_are_404(
+        {page["path"] for page in dash.page_registry.values()}
+    )
     server.register_blueprint(export.blueprint(services))
     # Per-customer rows are for operators; viewers see the fleet and business aggregates.
     protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
-    init_security(server, app, SecuritySettings.from_env(env))
+    security = init_security(server, app, SecuritySettings.from_env(env))
     app.layout = _shell(dashboard_settings, auth_settings)
     server.extensions["mission_control"] = services
     # Dash finishes its setup on a worker's first request and marks it done before it is:
     # a script request racing it could get a 404 and leave the page on "Loading...". Run it
-    # here, before any request can arrive.
+    # here, before any request can arrive. Only Dash's own hooks are registered yet, so the
+    # warm-up is not counted as a request.
     with server.test_request_context("/healthz"):
         server.preprocess_request()
+    hooks = RequestHooks(
+        before=(
+            bind_request_id,  # first: requests refused below still carry an id
+            metrics.start_timer,  # ahead of the guard: refusals are measured too
+            guard_request,  # who is asking; anonymous callers stop here (401/redirect)
+            security.refuse_cross_site_writes,  # public routes too (/logout)
+            security.refuse_malformed_callbacks,  # before any later hook reads the body
+            panel.PollShortcut.of(server).answer_unchanged,  # last: a checked, permitted poll only
+        ),
+        after=(
+            security.add_headers,
+            not_found_status,
+            metrics.record,  # after not_found_status: counts the final status
+            echo_request_id,
+        ),
+        teardown=(metrics.count_unanswered, unbind_request_id),
+    )
+    register_hooks(server, hooks)
+    server.extensions[REQUEST_HOOKS_KEY] = hooks
     return server
 
 
-def _unknown_pages_are_404(server: Flask, page_paths: set[str]) -> None:
+def _unknown_pages_are_404(page_paths: set[str]) -> Callable[[Response], Response]:
     """Dash serves its page shell for any path; one that names no page says "not found" on
     screen and now also in its status, for crawlers, monitors and link checkers."""
 
-    @server.after_request
     def not_found_status(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule is not None else None
         path = request.path.rstrip("/") or "/"
         if rule == "/<path:path>" and response.status_code == 200 and path not in page_paths:
             response.status_code = 404
         return response
+
+    return not_found_status
 
 
 def _shell(settings: DashboardSettings, auth_settings: AuthSettings):

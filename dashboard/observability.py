@@ -2,8 +2,8 @@
 
 The request id lives in a ``contextvars.ContextVar``: the filter installed by
 ``configure_logging`` copies it onto every log record, so ``data_access`` log lines carry it
-without importing Flask. ``init_request_id`` sets it per request, puts it on ``flask.g`` and
-echoes it in the ``X-Request-Id`` response header, where gunicorn's access log reads it.
+without importing Flask. ``request_id_hooks`` set it per request, put it on ``flask.g`` and
+echo it in the ``X-Request-Id`` response header, where gunicorn's access log reads it.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ import sys
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Response, g, request
+
+from dashboard.request_hooks import RequestHooks
 
 REQUEST_ID_HEADER = "X-Request-Id"
 TRACE_ID_HEADER = "X-Amzn-Trace-Id"
 # Ids from clients end up in logs and response headers: accept only short, plain tokens.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:;=/+-]{0,199}$")
 _MAX_TRACE_CHARS = 256
-_EXTENSION_KEY = "mission_control.request_id"
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -123,38 +124,40 @@ def current_request_id() -> str | None:
     return request_id_var.get()
 
 
-def init_request_id(server: Flask) -> None:
-    """Give every request an id: on ``flask.g``, on every log record, on the response."""
-    if server.extensions.get(_EXTENSION_KEY):
-        return  # already installed: hooks must run once per request
-    server.extensions[_EXTENSION_KEY] = True
+def bind_request_id() -> None:
+    """Before a request: pick its id (the caller's, if a plain token) and bind it."""
+    trace = request.headers.get(TRACE_ID_HEADER, "")[:_MAX_TRACE_CHARS] or None
+    request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER), trace)
+    g.request_id = request_id
+    g.trace_id = trace
+    # Tokens let teardown restore the previous values: gthread reuses threads.
+    g._request_id_tokens = (request_id_var.set(request_id), trace_id_var.set(trace))
 
-    def _bind_request_id() -> None:
-        trace = request.headers.get(TRACE_ID_HEADER, "")[:_MAX_TRACE_CHARS] or None
-        request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER), trace)
-        g.request_id = request_id
-        g.trace_id = trace
-        # Tokens let teardown restore the previous values: gthread reuses threads.
-        g._request_id_tokens = (request_id_var.set(request_id), trace_id_var.set(trace))
 
-    # First in line, so requests refused by an earlier hook (auth) still get an id.
-    server.before_request_funcs.setdefault(None, []).insert(0, _bind_request_id)
+def echo_request_id(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
-    @server.after_request
-    def _echo_request_id(response: Response) -> Response:
-        request_id = g.get("request_id")
-        if request_id:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        return response
 
-    @server.teardown_request
-    def _unbind_request_id(_exc: BaseException | None) -> None:
-        tokens = g.pop("_request_id_tokens", None)
-        if tokens is None:
-            return
-        try:
-            request_id_var.reset(tokens[0])
-            trace_id_var.reset(tokens[1])
-        except ValueError:  # torn down in another context: clear instead of restoring
-            request_id_var.set(None)
-            trace_id_var.set(None)
+def unbind_request_id(_exc: BaseException | None) -> None:
+    tokens = g.pop("_request_id_tokens", None)
+    if tokens is None:
+        return
+    try:
+        request_id_var.reset(tokens[0])
+        trace_id_var.reset(tokens[1])
+    except ValueError:  # torn down in another context: clear instead of restoring
+        request_id_var.set(None)
+        trace_id_var.set(None)
+
+
+def request_id_hooks() -> RequestHooks:
+    """Every request gets an id: on ``flask.g``, on every log record, on the response.
+
+    ``bind_request_id`` must run before any hook that can refuse, so refusals carry an id.
+    """
+    return RequestHooks(
+        before=(bind_request_id,), after=(echo_request_id,), teardown=(unbind_request_id,)
+    )

@@ -43,6 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from auth.guard import current_user
+from dashboard.request_hooks import RequestHooks
 from data_access.active_sessions import SessionTracker, count_active
 from data_access.stores import RecordStore, StoreUnavailable
 
@@ -91,7 +92,16 @@ class _ActiveSessions:
 
 
 class RequestMetrics:
-    def __init__(self, registry: CollectorRegistry, data_service: object | None = None) -> None:
+    """The request counters, and the hooks that fill them (``hooks()``; create_app places
+    them in its declared order)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        data_service: object | None = None,
+        sessions: SessionTracker | None = None,
+    ) -> None:
+        self._sessions = sessions
         self.requests = Counter(
             "mc_http_requests",
             "HTTP requests answered",
@@ -121,6 +131,45 @@ class RequestMetrics:
         self._tier_seen: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def start_timer(self) -> None:
+        g.metrics_started = time.perf_counter()
+        self.in_progress.inc()
+
+    def record(self, response: Response) -> Response:
+        started = g.pop("metrics_started", None)
+        if started is None:
+            return response
+        self.in_progress.dec()
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        status = str(response.status_code)
+        self.requests.labels(request.method, route, status).inc()
+        self.latency.labels(route).observe(time.perf_counter() - started)
+        if response.status_code >= 400:
+            self.errors.labels(status).inc()
+        self.sync_data_reads()
+        user = current_user()
+        if self._sessions is not None and user is not None:
+            try:
+                self._sessions.seen(user.subject)
+            except StoreUnavailable as exc:
+                log.warning("could not record session: %s", exc)
+        return response
+
+    def count_unanswered(self, _exc: BaseException | None) -> None:
+        # A request that raised never reached after_request: count it as a 500.
+        started = g.pop("metrics_started", None)
+        if started is not None:
+            self.in_progress.dec()
+            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+            self.requests.labels(request.method, route, "500").inc()
+            self.latency.labels(route).observe(time.perf_counter() - started)
+            self.errors.labels("500").inc()
+
+    def hooks(self) -> RequestHooks:
+        return RequestHooks(
+            before=(self.start_timer,), after=(self.record,), teardown=(self.count_unanswered,)
+        )
+
     def sync_data_reads(self) -> None:
         """Move the data service's plain counters into Prometheus counters (delta since last)."""
         counters = getattr(self._data_service, "counters", None)
@@ -149,46 +198,11 @@ def register_request_metrics(
     data_service: object | None = None,
     records: RecordStore | None = None,
 ) -> RequestMetrics:
+    """Serve ``/metrics`` on ``server``; the returned metrics' ``hooks()`` count the requests
+    once registered (``dashboard.request_hooks.register_hooks``)."""
     registry = CollectorRegistry(auto_describe=True)
-    metrics = RequestMetrics(registry, data_service)
     sessions = SessionTracker(records) if records is not None else None
-
-    @server.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-        metrics.in_progress.inc()
-
-    @server.after_request
-    def _record(response: Response) -> Response:
-        started = g.pop("metrics_started", None)
-        if started is None:
-            return response
-        metrics.in_progress.dec()
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-        status = str(response.status_code)
-        metrics.requests.labels(request.method, route, status).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        if response.status_code >= 400:
-            metrics.errors.labels(status).inc()
-        metrics.sync_data_reads()
-        user = current_user()
-        if sessions is not None and user is not None:
-            try:
-                sessions.seen(user.subject)
-            except StoreUnavailable as exc:
-                log.warning("could not record session: %s", exc)
-        return response
-
-    @server.teardown_request
-    def _unfinished(_exc: BaseException | None) -> None:
-        # A request that raised never reached after_request: count it as a 500.
-        started = g.pop("metrics_started", None)
-        if started is not None:
-            metrics.in_progress.dec()
-            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-            metrics.requests.labels(request.method, route, "500").inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
-            metrics.errors.labels("500").inc()
+    metrics = RequestMetrics(registry, data_service, sessions)
 
     def exposition() -> bytes:
         if settings.multiproc_dir:

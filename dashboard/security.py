@@ -1,6 +1,6 @@
 """Browser-side security headers, and the cross-site request refusal every route shares.
 
-``init_security(server, app, settings)`` adds to every response:
+``init_security(server, app, settings)`` returns the hooks that add to every response:
 
 - ``Content-Security-Policy``: scripts only from this origin plus the SHA-256 hashes of the
   inline scripts this app itself writes (Dash's renderer bootstrap, inline clientside
@@ -23,9 +23,10 @@ the same check for signed-in routes; this one also covers routes the guard lets 
 
 And it answers a malformed Dash callback request (``POST /_dash-update-component``) with 400
 (413 when too large, 415 when not JSON) instead of letting it reach Dash, which answers 500
-to anything it cannot map (an unknown output, inputs that do not match the callback). The
-check runs right behind the auth guard, so an anonymous caller still gets the guard's 401 and
-learns nothing about the callbacks, and ahead of every later hook that reads the body. JSON
+to anything it cannot map (an unknown output, inputs that do not match the callback).
+``create_app`` runs the check right behind the auth guard, so an anonymous caller still gets
+the guard's 401 and learns nothing about the callbacks, and ahead of every later hook that
+reads the body. JSON
 nested past Python's recursion limit, which Flask's parser would let out as a 500 wherever a
 body is read (the guard reads callback bodies too), is a parse error (400) app-wide.
 """
@@ -46,6 +47,8 @@ from urllib.parse import urlsplit
 import dash
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import JSONProvider
+
+from dashboard.request_hooks import RequestHooks
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +264,9 @@ def _json_error(status: int, message: str) -> Response:
     return response
 
 
-class _SecurityHeaders:
+class SecurityHooks:
+    """The security headers (after every request) and the two refusals (before)."""
+
     def __init__(self, app: dash.Dash | None, settings: SecuritySettings) -> None:
         self._app = app
         self._settings = settings
@@ -322,6 +327,12 @@ class _SecurityHeaders:
         log.info("refused a malformed callback request: %s", problem)
         return _json_error(400, f"Malformed callback request: {problem}.")
 
+    def hooks(self) -> RequestHooks:
+        return RequestHooks(
+            before=(self.refuse_cross_site_writes, self.refuse_malformed_callbacks),
+            after=(self.add_headers,),
+        )
+
     def add_headers(self, response: Response) -> Response:
         headers = response.headers
         headers["Content-Security-Policy"] = self.policy()
@@ -336,29 +347,16 @@ class _SecurityHeaders:
 
 def init_security(
     server: Flask, app: dash.Dash | None, settings: SecuritySettings | None = None
-) -> None:
-    """Add the headers and the cross-site refusal to ``server``; call once, after the pages
-    and callbacks are registered on ``app`` (the Dash app whose inline scripts to allow)."""
+) -> SecurityHooks:
+    """Make ``server``'s JSON parsing depth-safe and return the headers and refusals as hooks
+    for ``register_hooks``; call once, after the pages and callbacks are registered on
+    ``app`` (the Dash app whose inline scripts to allow)."""
     if EXTENSION_KEY in server.extensions:
         raise RuntimeError("init_security was already called for this app")
-    security = _SecurityHeaders(app, settings or SecuritySettings())
+    security = SecurityHooks(app, settings or SecuritySettings())
     server.extensions[EXTENSION_KEY] = security
     server.json = _DepthSafeJson(server, server.json)
-    hooks = server.before_request_funcs.setdefault(None, [])
-    # Right behind the auth guard: an anonymous caller gets the guard's 401 first, and the
-    # request metrics ahead of the guard count these refusals too. Ahead of every later hook
-    # (the panels' poll shortcut reads callback bodies as well).
-    at = _after_auth_guard(hooks)
-    hooks[at:at] = [security.refuse_cross_site_writes, security.refuse_malformed_callbacks]
-    server.after_request(security.add_headers)
-
-
-def _after_auth_guard(hooks: list) -> int:
-    """Just past the hook that ``auth.init_auth`` registered, or the start without one."""
-    for index, hook in enumerate(hooks):
-        if getattr(hook, "__module__", "") == "auth.guard":
-            return index + 1
-    return 0
+    return security
 
 
 class _DepthSafeJson(JSONProvider):

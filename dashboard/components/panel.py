@@ -279,11 +279,10 @@ class PollShortcut:
 
     @classmethod
     def of(cls, server: Flask) -> PollShortcut:
-        """The server's shortcut, registered as its last ``before_request`` hook on first use."""
+        """The server's shortcut; ``create_app`` registers ``answer_unchanged`` as a hook."""
         shortcut = server.extensions.get("mc_poll_shortcut")
         if shortcut is None:
             shortcut = server.extensions["mc_poll_shortcut"] = cls()
-            server.before_request(shortcut.answer_unchanged)
         return shortcut
 
     def add(self, output: str, evaluate: Callable[..., tuple], arity: int) -> None:

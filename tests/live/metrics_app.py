@@ -7,6 +7,7 @@ import os
 from flask import Flask, abort, g, jsonify
 
 from auth.roles import User
+from dashboard.request_hooks import register_hooks
 from dashboard.request_metrics import MetricsSettings, register_request_metrics
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
@@ -20,7 +21,8 @@ def create() -> Flask:
     def _user() -> None:
         g.user = User(subject="operator-1", email="op@example.com", name="Op", role="viewer")
 
-    register_request_metrics(server, MetricsSettings.from_env(), records=stores.records)
+    metrics = register_request_metrics(server, MetricsSettings.from_env(), records=stores.records)
+    register_hooks(server, metrics.hooks())
 
     @server.get("/healthz")
     def healthz():

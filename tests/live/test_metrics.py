@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import os
 import signal
+import socket
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from flask import Flask, g
 from prometheus_client.parser import text_string_to_metric_families
 
 from auth.roles import User
+from dashboard.request_hooks import register_hooks
 from dashboard.request_metrics import MetricsSettings, register_request_metrics
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
@@ -142,7 +144,8 @@ def test_metrics_sum_every_worker_and_survive_a_dead_one(metrics_server):
 def test_metrics_endpoint_in_one_process_and_its_access_rules(local_stores):
     server = Flask("single")
     server.before_request(lambda: setattr(g, "user", User("u1", "a@b", "A", "viewer")))
-    register_request_metrics(server, MetricsSettings(), records=local_stores.records)
+    metrics = register_request_metrics(server, MetricsSettings(), records=local_stores.records)
+    register_hooks(server, metrics.hooks())
     server.get("/ok")(lambda: "ok")
     client = server.test_client()
     for _ in range(3):
@@ -184,7 +187,8 @@ class FakeDataService:
 def test_data_service_tiers_become_counters():
     service = FakeDataService(TierCounts())
     server = Flask("tiers")
-    register_request_metrics(server, MetricsSettings(), data_service=service)
+    metrics = register_request_metrics(server, MetricsSettings(), data_service=service)
+    register_hooks(server, metrics.hooks())
 
     @server.get("/read")
     def read():
@@ -209,17 +213,49 @@ def test_histogram_quantile_interpolates_like_prometheus():
     assert histogram_quantile(0.5, {0.1: 0.0, float("inf"): 0.0}) is None
 
 
+def _io_totals() -> dict[str, float]:
+    net, disk = psutil.net_io_counters(), psutil.disk_io_counters()
+    return {
+        "net_bytes_sent": net.bytes_sent,
+        "net_packets_recv": net.packets_recv,
+        "net_errors_in": net.errin,
+        "disk_read_bytes": disk.read_bytes if disk is not None else 0,
+    }
+
+
+def _send_over_loopback(size: int) -> int:
+    """Send ``size`` bytes through a loopback TCP connection; loopback counts as a NIC."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as sender,
+    ):
+        receiver, _ = listener.accept()
+        with receiver:
+            sender.sendall(b"x" * size)
+            sender.shutdown(socket.SHUT_WR)
+            received = 0
+            while chunk := receiver.recv(65536):
+                received += len(chunk)
+    return received
+
+
 def test_host_sample_covers_cpu_memory_disk_network_and_uptime():
     sampler = HostSampler("/")
+    before = _io_totals()
     first = dict(sampler.sample())
+    sent = _send_over_loopback(2**20)
     second = dict(sampler.sample())
+    after = _io_totals()
     for name in ("cpu_percent", "memory_percent", "swap_percent", "disk_percent", "uptime_seconds"):
         assert name in first
     cores = psutil.cpu_count()
     assert all(f"cpu_percent_core_{n}" in first for n in range(cores))
     assert "net_bytes_sent" not in first  # counters need two samples
+    # Increases between the two samples: within what the counters moved around both, and at
+    # least the bytes this test sent over loopback in between.
     for name in ("net_bytes_sent", "net_packets_recv", "net_errors_in", "disk_read_bytes"):
-        assert name in second and second[name] >= 0
+        assert name in second and 0 <= second[name] <= after[name] - before[name]
+    assert second["net_bytes_sent"] >= sent
     assert 0 <= second["memory_percent"] <= 100
 
 

@@ -1,13 +1,12 @@
-"""``init_security`` on a bare Flask app: headers, the cross-site refusal, and where its hooks
-sit among the others (the app-level tests run it inside ``create_app``)."""
+"""``init_security`` on a bare Flask app: headers and the cross-site refusal (the app-level
+tests run it inside ``create_app``, whose hook order tests/unit/test_app.py checks)."""
 
 from __future__ import annotations
 
 import pytest
 from flask import Flask, request
 
-from auth.guard import init_auth
-from auth.settings import AuthSettings
+from dashboard.request_hooks import register_hooks
 from dashboard.security import SecuritySettings, init_security
 
 
@@ -31,7 +30,10 @@ def _app() -> Flask:
 
 def test_headers_on_a_bare_app() -> None:
     server = _app()
-    init_security(server, None, SecuritySettings(hsts_seconds=60, hsts_include_subdomains=False))
+    security = init_security(
+        server, None, SecuritySettings(hsts_seconds=60, hsts_include_subdomains=False)
+    )
+    register_hooks(server, security.hooks())
     client = server.test_client()
     page = client.get("/")
     assert page.headers["X-Frame-Options"] == "DENY"
@@ -52,7 +54,7 @@ def test_headers_on_a_bare_app() -> None:
 )
 def test_cross_site_writes_are_refused_but_api_key_routes_are_not(headers) -> None:
     server = _app()
-    init_security(server, None)
+    register_hooks(server, init_security(server, None).hooks())
     client = server.test_client()
     assert client.post("/logout", headers=headers).status_code == 403
     assert client.post("/api/ingest/pageview", headers=headers).status_code == 202
@@ -71,32 +73,8 @@ def test_cross_site_writes_are_refused_but_api_key_routes_are_not(headers) -> No
 )
 def test_same_site_writes_pass(headers) -> None:
     server = _app()
-    init_security(server, None)
+    register_hooks(server, init_security(server, None).hooks())
     assert server.test_client().post("/logout", headers=headers).status_code == 200
-
-
-def test_hooks_sit_around_the_auth_guard() -> None:
-    server = _app()
-
-    @server.before_request
-    def first_hook():  # e.g. request metrics: must see refused requests too
-        return None
-
-    init_auth(server, AuthSettings(secret_key="x"))
-
-    @server.before_request
-    def later_hook():  # e.g. the panels' poll shortcut: must see only checked bodies
-        return None
-
-    init_security(server, None)
-    names = [hook.__name__ for hook in server.before_request_funcs[None]]
-    assert names == [
-        "first_hook",
-        "_guard",
-        "refuse_cross_site_writes",
-        "refuse_malformed_callbacks",
-        "later_hook",
-    ]
 
 
 def test_json_nested_past_the_recursion_limit_is_bad_json_not_a_crash() -> None:
