@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from data_access import layout
 from data_access.settings import DataSettings
 from data_access.stores import (
     ObjectInfo,
@@ -100,6 +101,7 @@ INDEX_TABLE = TableSpec(
     "index",
     partition_key=("customerId", "S"),
     sort_key=("date", "S"),
+    ttl_attribute="ttl",
     global_indexes=(
         GlobalIndexSpec(UPLOAD_GSI, partition_key=("uploadDay", "S"), sort_key=("uploadedAt", "N")),
     ),
@@ -520,14 +522,38 @@ def _item_record(item: dict[str, dict[str, str]]) -> UploadRecord:
 
 
 class DynamoMetadataIndex:
-    """Processed customer-days: key (customerId, date); GSI (uploadDay, uploadedAt)."""
+    """Processed customer-days: key (customerId, date); GSI (uploadDay, uploadedAt).
+
+    With a retention, items carry ``ttl`` (``layout.index_expires_at``) and DynamoDB deletes
+    them some time after; until it has, reads skip them.
+    """
 
     def __init__(
-        self, client: Any, table_name: str, *, clock: Callable[[], float] = time.time
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        retention_days: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.table_name = table_name
+        self.retention_days = retention_days
         self._clock = clock
+
+    def _item(self, record: UploadRecord) -> dict[str, dict[str, str]]:
+        item = _record_item(record)
+        expires = layout.index_expires_at(record.date, record.uploaded_at, self.retention_days)
+        if expires:
+            item["ttl"] = {"N": str(math.ceil(expires))}
+        return item
+
+    def _live(self, items: list[dict]) -> list[UploadRecord]:
+        now = self._clock()
+        return [_item_record(i) for i in items if "ttl" not in i or float(i["ttl"]["N"]) > now]
+
+    def prune_expired(self, now: float) -> int:
+        return 0  # the table's TTL deletes expired items
 
     def _call(self, what: str, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -536,17 +562,25 @@ class DynamoMetadataIndex:
             raise _unavailable(f"dynamodb index {what} {self.table_name}", exc) from exc
 
     def put(self, record: UploadRecord) -> None:
-        self._call("put", "put_item", Item=_record_item(record))
+        self._call("put", "put_item", Item=self._item(record))
 
     def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
-        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(customerId)"}
+        # A record past its retention that the TTL has not deleted yet counts as absent.
+        now = {":now": {"N": str(math.floor(self._clock()))}}
+        condition: dict[str, Any] = {
+            "ConditionExpression": "attribute_not_exists(customerId) OR #ttl <= :now",
+            "ExpressionAttributeNames": {"#ttl": "ttl"},
+            "ExpressionAttributeValues": now,
+        }
         if expected_hash is not None:
             condition = {
-                "ConditionExpression": "contentHash = :expected",
-                "ExpressionAttributeValues": {":expected": {"S": expected_hash}},
+                "ConditionExpression": "contentHash = :expected"
+                " AND (attribute_not_exists(#ttl) OR #ttl > :now)",
+                "ExpressionAttributeNames": {"#ttl": "ttl"},
+                "ExpressionAttributeValues": {":expected": {"S": expected_hash}, **now},
             }
         try:
-            self.client.put_item(TableName=self.table_name, Item=_record_item(record), **condition)
+            self.client.put_item(TableName=self.table_name, Item=self._item(record), **condition)
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return False  # another writer committed first: theirs stands
@@ -562,8 +596,8 @@ class DynamoMetadataIndex:
             Key={"customerId": {"S": customer_id}, "date": {"S": date}},
             ConsistentRead=True,
         )
-        item = response.get("Item")
-        return _item_record(item) if item else None
+        live = self._live([response["Item"]] if response.get("Item") else [])
+        return live[0] if live else None
 
     def _query_all(self, what: str, limit: int | None = None, **kwargs: Any) -> list[dict]:
         items: list[dict] = []
@@ -592,7 +626,7 @@ class DynamoMetadataIndex:
             },
             ScanIndexForward=True,
         )
-        return [_item_record(item) for item in items]
+        return self._live(items)
 
     def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
         if limit <= 0:
@@ -616,7 +650,7 @@ class DynamoMetadataIndex:
                 },
                 ScanIndexForward=True,
             )
-            records.extend(_item_record(item) for item in items)
+            records.extend(self._live(items))
             day += dt.timedelta(days=1)
         return records[:limit]
 
@@ -637,7 +671,7 @@ class DynamoMetadataIndex:
             start_key = page.get("LastEvaluatedKey")
             if not start_key:
                 break
-        records = sorted((_item_record(item) for item in items), key=lambda r: r.uploaded_at)
+        records = sorted(self._live(items), key=lambda r: r.uploaded_at)
         return records[:limit]
 
 
@@ -1143,7 +1177,11 @@ def build_aws_stores(
     return Stores(
         lake=S3Lake(settings.s3_bucket, settings, client=s3),
         cache=DynamoCacheTable(dynamodb, CACHE_TABLE.table_name(settings)),
-        index=DynamoMetadataIndex(dynamodb, INDEX_TABLE.table_name(settings)),
+        index=DynamoMetadataIndex(
+            dynamodb,
+            INDEX_TABLE.table_name(settings),
+            retention_days=settings.index_retention_days,
+        ),
         state=DynamoStateStore(dynamodb, STATE_TABLE.table_name(settings)),
         records=records,
         queue=queue,

@@ -23,7 +23,7 @@ def build_stores(settings: DataSettings) -> Stores:
     return Stores(
         lake=LocalLake(settings.lake_root),
         cache=SqliteCacheTable(settings.state_db),
-        index=SqliteMetadataIndex(settings.state_db),
+        index=SqliteMetadataIndex(settings.state_db, retention_days=settings.index_retention_days),
         state=SqliteStateStore(settings.state_db),
         records=SqliteRecordStore(settings.state_db),
         queue=SqliteUploadQueue(

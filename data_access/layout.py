@@ -51,6 +51,19 @@ def screen_time_part_key(date: str, bucket: int, name: str) -> str:
     return f"{screen_time_bucket_prefix(date, bucket)}part-{name}.parquet"
 
 
+def index_expires_at(date: str, uploaded_at: float, retention_days: int) -> float:
+    """When a customer-day's index record may go (0: never).
+
+    ``retention_days`` after its date, and never sooner than two days after it was written,
+    so a late re-upload of an old day is folded and compacted first. By then its date is
+    compacted, and readers find it through the date's compaction manifest.
+    """
+    if retention_days <= 0:
+        return 0.0
+    day = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
+    return max(day + retention_days * 86_400, uploaded_at + 2 * 86_400)
+
+
 def row_hash(content_hash: str) -> str:
     """The part of an upload's sha256 each processed row carries: enough to tell versions
     of one customer-day apart."""

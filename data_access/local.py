@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_access import layout
 from data_access.stores import (
     ObjectInfo,
     ObjectMissing,
@@ -215,6 +216,7 @@ _RECORD_COLUMNS = (
     "customer_id, date, object_key, raw_key, raw_bytes, parquet_bytes, rows, uploaded_at,"
     " content_hash, held"
 )
+_LIVE = "(expires_at = 0 OR expires_at > ?)"
 
 
 class SqliteMetadataIndex(_Sqlite):
@@ -223,63 +225,91 @@ class SqliteMetadataIndex(_Sqlite):
         customer_id TEXT NOT NULL, date TEXT NOT NULL, object_key TEXT NOT NULL,
         raw_key TEXT NOT NULL, raw_bytes INTEGER NOT NULL, parquet_bytes INTEGER NOT NULL,
         rows INTEGER NOT NULL, uploaded_at REAL NOT NULL, content_hash TEXT NOT NULL,
-        held TEXT NOT NULL DEFAULT '',
+        held TEXT NOT NULL DEFAULT '', expires_at REAL NOT NULL DEFAULT 0,
         PRIMARY KEY (customer_id, date)
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS uploads_by_time ON uploads (uploaded_at);
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, retention_days: int = 0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.retention_days = retention_days
+        self._clock = clock
         super().__init__(path)
-        # A database from before the column: add it (SQLite adds columns in place).
+        # A database from before these columns: add them (SQLite adds columns in place).
         columns = {row[1] for row in self._execute("PRAGMA table_info(uploads)")}
         if "held" not in columns:
             self._execute("ALTER TABLE uploads ADD COLUMN held TEXT NOT NULL DEFAULT ''")
+        if "expires_at" not in columns:
+            self._execute("ALTER TABLE uploads ADD COLUMN expires_at REAL NOT NULL DEFAULT 0")
+        self._execute(
+            "CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads (expires_at)"
+            " WHERE expires_at > 0"
+        )
+
+    def _values(self, record: UploadRecord) -> tuple:
+        expires = layout.index_expires_at(record.date, record.uploaded_at, self.retention_days)
+        return (*astuple(record), expires)
 
     def put(self, record: UploadRecord) -> None:
         self._execute(
-            f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            astuple(record),
+            f"INSERT OR REPLACE INTO uploads ({_RECORD_COLUMNS}, expires_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            self._values(record),
         )
 
     def get(self, customer_id: str, date: str) -> UploadRecord | None:
         rows = self._execute(
-            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE customer_id = ? AND date = ?",
-            (customer_id, date),
+            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE customer_id = ? AND date = ? AND {_LIVE}",
+            (customer_id, date, self._clock()),
         )
         return UploadRecord(*rows[0]) if rows else None
 
     def customer_days(self, customer_id: str, start: str, end: str) -> list[UploadRecord]:
         rows = self._execute(
             f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE customer_id = ? AND date BETWEEN ? AND ?"
-            " ORDER BY date",
-            (customer_id, start, end),
+            f" AND {_LIVE} ORDER BY date",
+            (customer_id, start, end, self._clock()),
         )
         return [UploadRecord(*row) for row in rows]
 
     def uploaded_since(self, since: float, limit: int = 10_000) -> list[UploadRecord]:
         rows = self._execute(
-            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE uploaded_at > ?"
+            f"SELECT {_RECORD_COLUMNS} FROM uploads WHERE uploaded_at > ? AND {_LIVE}"
             " ORDER BY uploaded_at LIMIT ?",
-            (since, limit),
+            (since, self._clock(), limit),
         )
         return [UploadRecord(*row) for row in rows]
 
     def put_if(self, record: UploadRecord, expected_hash: str | None) -> bool:
-        values = astuple(record)  # in _RECORD_COLUMNS order
+        values = self._values(record)  # in _RECORD_COLUMNS order, then expires_at
+        now = self._clock()
         if expected_hash is None:
+            # A record past its retention counts as absent: it is replaced.
             self._execute(
-                f"INSERT OR IGNORE INTO uploads ({_RECORD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                values,
+                f"INSERT INTO uploads ({_RECORD_COLUMNS}, expires_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (customer_id, date) DO UPDATE SET object_key = excluded.object_key,"
+                " raw_key = excluded.raw_key, raw_bytes = excluded.raw_bytes,"
+                " parquet_bytes = excluded.parquet_bytes, rows = excluded.rows,"
+                " uploaded_at = excluded.uploaded_at, content_hash = excluded.content_hash,"
+                " held = excluded.held, expires_at = excluded.expires_at"
+                " WHERE uploads.expires_at > 0 AND uploads.expires_at <= ?",
+                (*values, now),
             )
         else:
             self._execute(
                 "UPDATE uploads SET object_key = ?, raw_key = ?, raw_bytes = ?, parquet_bytes = ?,"
-                " rows = ?, uploaded_at = ?, content_hash = ?, held = ?"
-                " WHERE customer_id = ? AND date = ? AND content_hash = ?",
-                (*values[2:], record.customer_id, record.date, expected_hash),
+                " rows = ?, uploaded_at = ?, content_hash = ?, held = ?, expires_at = ?"
+                f" WHERE customer_id = ? AND date = ? AND content_hash = ? AND {_LIVE}",
+                (*values[2:], record.customer_id, record.date, expected_hash, now),
             )
         return self._execute("SELECT changes()")[0][0] == 1
+
+    def prune_expired(self, now: float) -> int:
+        self._execute("DELETE FROM uploads WHERE expires_at > 0 AND expires_at <= ?", (now,))
+        return self._execute("SELECT changes()")[0][0]
 
 
 class SqliteStateStore(_Sqlite):

@@ -40,10 +40,9 @@ def _rows_of(table: pa.Table | None, record: UploadRecord) -> pa.Table | None:
         return None
     if "customer_id" not in table.column_names:
         return table.select(_DAY_COLUMNS)
-    mask = pc.and_(
-        pc.equal(table["customer_id"], record.customer_id),
-        pc.equal(table["content_hash"], layout.row_hash(record.content_hash)),
-    )
+    mask = pc.equal(table["customer_id"], record.customer_id)
+    if record.content_hash:  # "": whichever version a compacted part holds
+        mask = pc.and_(mask, pc.equal(table["content_hash"], layout.row_hash(record.content_hash)))
     rows = table.filter(mask)
     return rows.select(_DAY_COLUMNS) if rows.num_rows else None
 
@@ -102,6 +101,24 @@ def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.T
         found.update(_read_by_key(stores, wanted, records))
         remaining = {i: keys for i, keys in remaining.items() if keys and i not in found}
     return [found.get(i) for i in range(len(records))]
+
+
+def customer_versions(stores: Stores, customer_id: str, start: str, end: str) -> list[UploadRecord]:
+    """A customer's days from ``start`` to ``end``: the index's records, and for compacted
+    dates whose records have passed their retention, a stand-in naming the compacted part
+    (content hash "": whichever version it holds)."""
+    records = stores.index.customer_days(customer_id, start, end)
+    have = {r.date for r in records}
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    missing = [d for d in layout.dates(first, last) if d not in have]
+    names = {d: layout.screen_time_compaction(d) for d in missing}
+    manifests = stores.state.get_many(list(names.values())) if names else {}
+    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
+    for date, name in names.items():
+        part = json.loads(manifests[name])["parts"].get(bucket) if name in manifests else None
+        if part:
+            records.append(UploadRecord(customer_id, date, part, "", 0, 0, 0, 0.0, ""))
+    return sorted(records, key=lambda r: r.date)
 
 
 def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
@@ -305,9 +322,11 @@ class CustomerTrendQuery(DateRange):
     def load(self, stores: Stores) -> pd.DataFrame:
         # The day before the range can spill a session past midnight into it.
         first = (self.start - dt.timedelta(days=1)).isoformat()
-        records = stores.index.customer_days(self.customer_id, first, self.end.isoformat())
+        records = customer_versions(stores, self.customer_id, first, self.end.isoformat())
         rows = customer_day_rows(stores, records)
-        in_range = {r.date for r in records if r.date >= self.start.isoformat()}
+        # A stand-in for a pruned record counts only if its part holds the customer's day.
+        found = {r.date for r in records if r.content_hash} | set(rows["source_date"])
+        in_range = {d for d in found if d >= self.start.isoformat()}
         # A customer with no upload in the range is a normal state: an empty, typed frame.
         frame = pd.DataFrame({"day": pd.Series(sorted(in_range), dtype="object")})
         totals = ["seconds", "sessions", "pickups", "notifications"]
@@ -332,7 +351,7 @@ class CustomerDayQuery(Query):
     def load(self, stores: Stores) -> pd.DataFrame:
         day = self.day.isoformat()
         before = (self.day - dt.timedelta(days=1)).isoformat()
-        records = stores.index.customer_days(self.customer_id, before, day)
+        records = customer_versions(stores, self.customer_id, before, day)
         rows = customer_day_rows(stores, records)
         rows = rows[rows["day"] == day].drop(columns=["day"])
         counts = ["seconds", "sessions", "pickups", "notifications"]

@@ -35,6 +35,9 @@ class DataSettings:
     upload_dlq_url: str | None = None
     upload_max_attempts: int = 5
     upload_retry_seconds: float = 30.0
+    # Days after its date an index record is kept (0: forever); readers then find the day
+    # through its date's compacted part.
+    index_retention_days: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DataSettings:
@@ -69,4 +72,5 @@ class DataSettings:
             upload_dlq_url=env.get("UPLOAD_DLQ_URL") or None,
             upload_max_attempts=int(env.get("UPLOAD_MAX_ATTEMPTS", cls.upload_max_attempts)),
             upload_retry_seconds=float(env.get("UPLOAD_RETRY_SECONDS", cls.upload_retry_seconds)),
+            index_retention_days=int(env.get("INDEX_RETENTION_DAYS", cls.index_retention_days)),
         )

@@ -155,6 +155,11 @@ class MetadataIndex(Protocol):
         duplicate delivery or a racing worker change nothing.
         """
 
+    def prune_expired(self, now: float) -> int:
+        """Delete records past their retention (``DataSettings.index_retention_days``); the
+        number deleted. DynamoDB's TTL does it by itself (0). Either way a record past its
+        retention reads as absent."""
+
 
 @runtime_checkable
 class StateStore(Protocol):

@@ -49,6 +49,7 @@ class CompactionSummary:
     parts_read: int = 0
     parts_written: int = 0
     rows_dropped: int = 0  # rows of superseded or duplicate versions
+    index_pruned: int = 0  # index records past their retention, deleted
 
 
 def note_pending(stores: Stores, dates: set[str]) -> None:
@@ -78,6 +79,7 @@ def compact_pending(stores: Stores, *, now: float | None = None) -> CompactionSu
     if done:
         # Re-read: only this process changes the set while it holds the lease.
         stores.state.put(PENDING_DATES, json.dumps(sorted(pending - done)))
+    summary.index_pruned = stores.index.prune_expired(time.time() if now is None else now)
     return summary
 
 

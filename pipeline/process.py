@@ -260,6 +260,7 @@ class _Valid:
     content_hash: str
     table: pa.Table  # AGGREGATED_SCHEMA rows
     previous: UploadRecord | None  # the version the index held when it was read
+    expected: str | None  # the hash the index write is conditional on (None: no record)
 
 
 def process_upload(
@@ -299,7 +300,10 @@ def _prepare(
         status = "quarantined" if new else "duplicate"
         return ProcessOutcome(status, raw_key, None, None, parsed.code, len(raw), 0, content_hash)
     customer_id, date = parsed
-    if record is not None and record.content_hash == content_hash:
+    expected = None if record is None else record.content_hash
+    if record is None:
+        record = _pruned_version(stores, customer_id, date, stamp)
+    if record is not None and layout.row_hash(record.content_hash) == layout.row_hash(content_hash):
         return ProcessOutcome(
             "duplicate", raw_key, customer_id, date, None, len(raw), 0, content_hash
         )
@@ -319,7 +323,28 @@ def _prepare(
         status = "quarantined" if new else "duplicate"
         return ProcessOutcome(status, raw_key, customer_id, date, reason, len(raw), 0, content_hash)
     register_apps(stores, result.upload, known_apps)
-    return _Valid(raw_key, customer_id, date, len(raw), content_hash, table, record)
+    return _Valid(raw_key, customer_id, date, len(raw), content_hash, table, record, expected)
+
+
+def _pruned_version(stores: Stores, customer_id: str, date: str, now: float) -> UploadRecord | None:
+    """The version a compacted part holds of a day whose index record has passed its
+    retention, as a stand-in record (hash: the part's 16 digits); None when there is none.
+
+    Only a day old enough to have lost its record is looked up: a re-upload of it replaces
+    that version, as any re-upload does.
+    """
+    retention = getattr(stores.index, "retention_days", 0)
+    if not retention or layout.index_expires_at(date, 0.0, retention) > now:
+        return None
+    manifest = stores.state.get(layout.screen_time_compaction(date))
+    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
+    part = json.loads(manifest)["parts"].get(bucket) if manifest else None
+    rows = stores.lake.read_where(part, "customer_id", [customer_id]) if part else None
+    if rows is None or not rows.num_rows:
+        return None
+    # Folded long ago (uploaded_at 0): the fold subtracts it when this day is replaced.
+    held = rows.column("content_hash")[0].as_py()
+    return UploadRecord(customer_id, date, part, "", 0, 0, 0, 0.0, held)
 
 
 def _part_table(items: list[_Valid], stamp: float) -> pa.Table:
@@ -381,7 +406,7 @@ def _commit(
                 content_hash=item.content_hash,
                 held=held_versions(item.previous, watermark),
             ),
-            None if item.previous is None else item.previous.content_hash,
+            item.expected,
         )
         if not committed:
             current = stores.index.get(item.customer_id, item.date)

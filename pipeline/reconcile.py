@@ -14,6 +14,7 @@ Reads every raw object, one customer at a time: run it as an audit, not on the h
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -137,12 +138,17 @@ def requeue_missed(stores: Stores) -> int:
             key_hash = info.key.rsplit("/", 1)[-1].split("-", 1)[0]
             marks[key_hash] = max(marks.get(key_hash, 0.0), info.modified)
     queued = 0
+    compacted = _Compacted(stores)
     for _, infos, records in _by_customer(stores, layout.RAW_SCREEN_TIME):
         missed = []
         for info in infos:
             parsed = process.parse_raw_key(info.key)
             record = None if isinstance(parsed, schema.Problem) else records.get(parsed[1])
             handled_at = record.uploaded_at if record is not None else 0.0
+            if record is None and not isinstance(parsed, schema.Problem):
+                # Its record may have passed its retention: an upload that landed before its
+                # date was compacted was handled by then (this catch-up runs daily).
+                handled_at = compacted.at(parsed[1])
             key_hash = hashlib.sha256(info.key.encode()).hexdigest()[:16]
             handled_at = max(handled_at, marks.get(key_hash, 0.0))
             # S3 reports modified times in whole seconds, and it is not the worker's clock.
@@ -153,8 +159,42 @@ def requeue_missed(stores: Stores) -> int:
     return queued
 
 
+class _Compacted:
+    """Dates' compaction manifests and their parts' versions, read once per run."""
+
+    def __init__(self, stores: Stores) -> None:
+        self._stores = stores
+        self._manifests: dict[str, dict] = {}
+
+    def manifest(self, date: str) -> dict:
+        if date not in self._manifests:
+            found = self._stores.state.get(layout.screen_time_compaction(date))
+            self._manifests[date] = json.loads(found) if found else {"at": 0.0, "parts": {}}
+        return self._manifests[date]
+
+    def at(self, date: str) -> float:
+        return float(self.manifest(date)["at"])
+
+    def part(self, customer_id: str, date: str) -> str | None:
+        return self.manifest(date)["parts"].get(f"{layout.screen_time_bucket(customer_id):02d}")
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one instance per run
+    def _versions(self, key: str) -> dict[str, str]:
+        table = self._stores.lake.read_table([key], ["customer_id", "content_hash"])
+        if not table.num_rows:
+            return {}
+        columns = (table["customer_id"].to_pylist(), table["content_hash"].to_pylist())
+        return dict(zip(*columns, strict=True))
+
+    def version(self, customer_id: str, date: str) -> str | None:
+        """The row hash of the version the date's compacted part holds for the customer."""
+        key = self.part(customer_id, date)
+        return self._versions(key).get(customer_id) if key else None
+
+
 def _reconcile_screen_time(stores: Stores, report: ReconcileReport) -> None:
     lake = stores.lake
+    compacted = _Compacted(stores)
     reasons = {
         info.key
         for info in lake.list(layout.QUARANTINE_SCREEN_TIME)
@@ -171,6 +211,11 @@ def _reconcile_screen_time(stores: Stores, report: ReconcileReport) -> None:
             parsed = process.parse_raw_key(info.key)
             record = None if isinstance(parsed, schema.Problem) else records.get(parsed[1])
             if record is not None and record.content_hash == content_hash:
+                report.processed += 1
+                continue
+            # A record past its retention: the compacted part holds the processed day.
+            pruned = record is None and not isinstance(parsed, schema.Problem)
+            if pruned and compacted.version(*parsed) == layout.row_hash(content_hash):
                 report.processed += 1
                 continue
             _, reason_key = process.quarantine_keys(info.key, content_hash)
@@ -224,6 +269,8 @@ def _reconcile_parts(stores: Stores, report: ReconcileReport) -> None:
             if record is not None and layout.row_hash(record.content_hash) == row_hash:
                 if len(where) > 1 and compacted.intersection(where):
                     _note(report.duplicated_days, f"{customer_id}/{date}")
+            elif record is None and set(where) <= compacted:
+                continue  # compacted; its record has passed its retention
             elif not stores.records.scan(
                 layout.SUPERSEDED, prefix=f"{customer_id}/{date}/{row_hash}", limit=1
             ):

@@ -11,6 +11,7 @@ queue on moto's server with a dead-letter queue and a redrive policy, as the sta
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from data_access.stores import (
 )
 
 DAY = 86_400.0
+INDEX_RETENTION_DAYS = 14
 # Deliveries before a message is dead-lettered: SqliteUploadQueue's max_attempts, the SQS
 # queue's maxReceiveCount.
 QUEUE_MAX_ATTEMPTS = 3
@@ -78,7 +80,7 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
     return BackendStores(
         lake=LocalLake(tmp_path / "lake"),
         cache=SqliteCacheTable(db, clock=clock),
-        index=SqliteMetadataIndex(db),
+        index=SqliteMetadataIndex(db, retention_days=INDEX_RETENTION_DAYS, clock=clock),
         state=SqliteStateStore(db),
         records=SqliteRecordStore(db, clock=clock),
         # No retry delay: a released message is due again at once.
@@ -88,7 +90,12 @@ def _local_stores(tmp_path: Path, clock: ManualClock) -> BackendStores:
 
 
 def _aws_stores(request: pytest.FixtureRequest, clock: ManualClock) -> BackendStores:
-    from data_access.aws import DynamoCacheTable, DynamoRecordStore, SqsUploadQueue
+    from data_access.aws import (
+        DynamoCacheTable,
+        DynamoMetadataIndex,
+        DynamoRecordStore,
+        SqsUploadQueue,
+    )
     from tests.plugins.servers import create_upload_queues, delete_upload_queues
 
     stores = request.getfixturevalue("aws_stores")
@@ -100,7 +107,12 @@ def _aws_stores(request: pytest.FixtureRequest, clock: ManualClock) -> BackendSt
     return BackendStores(
         lake=stores.lake,
         cache=DynamoCacheTable(stores.cache.client, stores.cache.table_name, clock=clock),
-        index=stores.index,
+        index=DynamoMetadataIndex(
+            stores.index.client,
+            stores.index.table_name,
+            retention_days=INDEX_RETENTION_DAYS,
+            clock=clock,
+        ),
         state=stores.state,
         records=DynamoRecordStore(stores.records.client, stores.records.table_name, clock=clock),
         queue=SqsUploadQueue(
@@ -383,13 +395,16 @@ class StoreContract:
 
     def test_index_uploaded_since_oldest_first(self, index: MetadataIndex) -> None:
         now = time.time()
+        # Recent dates: records within the index's retention (the retention test is apart).
+        d1 = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+        d2 = dt.date.today().isoformat()
         # Spread over several days, so a backend that buckets by day must cross buckets.
         uploads = {
-            ("c1", "2024-05-01"): now - 3 * DAY,
-            ("c2", "2024-05-01"): now - 2 * DAY + 0.5,
-            ("c3", "2024-05-02"): now - DAY,
-            ("c1", "2024-05-02"): now - 60,
-            ("c2", "2024-05-02"): now - 0.25,
+            ("c1", d1): now - 3 * DAY,
+            ("c2", d1): now - 2 * DAY + 0.5,
+            ("c3", d2): now - DAY,
+            ("c1", d2): now - 60,
+            ("c2", d2): now - 0.25,
         }
         for (customer, date), uploaded_at in uploads.items():
             index.put(_record(customer, date, uploaded_at))
@@ -402,10 +417,8 @@ class StoreContract:
         assert [r.uploaded_at for r in found] == sorted(r.uploaded_at for r in found)
 
         # The bound is exclusive.
-        exact = uploads[("c3", "2024-05-02")]
-        assert ("c3", "2024-05-02") not in [
-            (r.customer_id, r.date) for r in index.uploaded_since(exact)
-        ]
+        exact = uploads[("c3", d2)]
+        assert ("c3", d2) not in [(r.customer_id, r.date) for r in index.uploaded_since(exact)]
 
         assert [(r.customer_id, r.date) for r in index.uploaded_since(since, limit=2)] == expected[
             :2
@@ -438,6 +451,30 @@ class StoreContract:
         # Replacing what is not there writes nothing.
         assert index.put_if(_record("c2", "2024-05-01", now), first.content_hash) is False
         assert index.get("c2", "2024-05-01") is None
+
+    def test_index_records_past_their_retention_read_as_absent(self, stores: BackendStores) -> None:
+        index, clock = stores.index, stores.clock
+        written = clock.now
+        old = _record("c-old", "2024-05-01", written)  # a date long past the retention
+        recent = _record("c-new", dt.date.today().isoformat(), written)
+        assert index.put_if(old, None) and index.put_if(recent, None)
+        assert index.get("c-old", "2024-05-01") == old
+        # Kept two days after it was written, however old its date: then it is gone.
+        clock.advance(2 * DAY + 1)
+        assert index.get("c-old", "2024-05-01") is None
+        assert index.customer_days("c-old", "2024-01-01", "2024-12-31") == []
+        assert [r.customer_id for r in index.uploaded_since(written - 1)] == ["c-new"]
+        # Absent means absent: a new version is written as a first one, and a writer that
+        # expects the expired version loses.
+        assert index.put_if(replace(old, rows=1), old.content_hash) is False
+        newer = replace(old, uploaded_at=clock.now, content_hash="c" * 64)
+        assert index.put_if(newer, None) is True
+        assert index.get("c-old", "2024-05-01") == newer
+        # Pruning deletes what is past its retention (on DynamoDB the table's TTL does).
+        clock.advance(2 * DAY + 1)
+        assert index.prune_expired(clock.now) in (0, 1)
+        assert index.get("c-old", "2024-05-01") is None
+        assert index.get("c-new", recent.date) == recent
 
     def test_index_put_if_racing_writers_one_wins(self, index: MetadataIndex) -> None:
         now = time.time()
