@@ -7,6 +7,7 @@ Fleet queries read per-date rollups, never the per-customer files.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass, fields
 from typing import ClassVar
@@ -101,6 +102,18 @@ def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.T
         found.update(_read_by_key(stores, wanted, records))
         remaining = {i: keys for i, keys in remaining.items() if keys and i not in found}
     return [found.get(i) for i in range(len(records))]
+
+
+def compacted_version(stores: Stores, customer_id: str, date: str) -> tuple[str, str] | None:
+    """(part key, row hash) of the version the date's compacted part holds for the
+    customer; None when the date is not compacted or the part holds no rows of theirs."""
+    manifest = stores.state.get(layout.screen_time_compaction(date))
+    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
+    part = json.loads(manifest)["parts"].get(bucket) if manifest else None
+    rows = stores.lake.read_where(part, "customer_id", [customer_id]) if part else None
+    if rows is None or not rows.num_rows:
+        return None
+    return part, rows.column("content_hash")[0].as_py()
 
 
 def customer_versions(stores: Stores, customer_id: str, start: str, end: str) -> list[UploadRecord]:
@@ -365,7 +378,8 @@ class CustomerDayQuery(Query):
 
 @dataclass(frozen=True)
 class CustomerSessionsQuery(Query):
-    """One customer-day's sessions as the device sent them (raw uploads are kept 30 days)."""
+    """One customer-day's sessions as the device sent them (raw uploads are kept 30 days),
+    shown only when those bytes are the version that passed validation and was processed."""
 
     kind: ClassVar[str] = "customer_sessions"
     customer_id: str
@@ -384,14 +398,22 @@ class CustomerSessionsQuery(Query):
             "pickups": "int64",
             "notifications": "int64",
         }
+        date = self.day.isoformat()
         try:
-            body = json.loads(
-                stores.lake.read_bytes(
-                    layout.raw_upload_key(self.customer_id, self.day.isoformat())
-                )
-            )
-        except (ObjectMissing, ValueError):
+            raw = stores.lake.read_bytes(layout.raw_upload_key(self.customer_id, date))
+        except ObjectMissing:
             return _empty(columns)
+        # Only bytes that passed validation: the raw object must be the processed version (a
+        # rejected re-upload leaves its bytes in place, and they are not shown).
+        record = stores.index.get(self.customer_id, date)
+        held = record.content_hash if record is not None else None
+        if held is None and (found := compacted_version(stores, self.customer_id, date)):
+            held = found[1]
+        if held is None or layout.row_hash(held) != layout.row_hash(
+            hashlib.sha256(raw).hexdigest()
+        ):
+            return _empty(columns)
+        body = json.loads(raw)
         rows = []
         for session in body.get("sessions", []):
             start = dt.datetime.fromisoformat(session["start"])

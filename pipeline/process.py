@@ -31,7 +31,7 @@ from typing import Literal, TypeVar
 import pyarrow as pa
 
 from data_access import layout
-from data_access.queries import APP_DIMENSION
+from data_access.queries import APP_DIMENSION, compacted_version
 from data_access.settings import DataSettings
 from data_access.stores import ObjectMissing, Stores, UploadRecord, parse_upload_notification
 from pipeline import schema
@@ -336,14 +336,11 @@ def _pruned_version(stores: Stores, customer_id: str, date: str, now: float) -> 
     retention = getattr(stores.index, "retention_days", 0)
     if not retention or layout.index_expires_at(date, 0.0, retention) > now:
         return None
-    manifest = stores.state.get(layout.screen_time_compaction(date))
-    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
-    part = json.loads(manifest)["parts"].get(bucket) if manifest else None
-    rows = stores.lake.read_where(part, "customer_id", [customer_id]) if part else None
-    if rows is None or not rows.num_rows:
+    found = compacted_version(stores, customer_id, date)
+    if found is None:
         return None
+    part, held = found
     # Folded long ago (uploaded_at 0): the fold subtracts it when this day is replaced.
-    held = rows.column("content_hash")[0].as_py()
     return UploadRecord(customer_id, date, part, "", 0, 0, 0, 0.0, held)
 
 

@@ -582,3 +582,19 @@ def test_requeue_missed_queues_rewritten_bytes_and_processing_finds_duplicates(
 def test_process_upload_refuses_keys_outside_screen_time(local_stores: Stores) -> None:
     with pytest.raises(ValueError, match="not a screen-time upload key"):
         process.process_upload(local_stores, "raw/events/x.json")
+
+
+def test_the_sessions_drill_down_shows_only_bytes_that_passed_validation(
+    local_stores: Stores,
+) -> None:
+    from data_access.queries import CustomerSessionsQuery
+
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_upload(local_stores, KEY, now=NOW)
+    sessions = CustomerSessionsQuery("c0000042", DAY).load(local_stores)
+    assert sessions["app_name"].tolist() == ["Android", "Youtube"]
+    # A rejected re-upload leaves its bytes at the raw key; they are not shown as sessions.
+    rejected = upload_bytes([session("2026-11-01T09:00:00", "2026-11-01T08:00:00")])
+    put(local_stores, KEY, rejected)
+    assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "quarantined"
+    assert CustomerSessionsQuery("c0000042", DAY).load(local_stores).empty
