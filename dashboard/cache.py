@@ -38,6 +38,8 @@ REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRY_SECONDS = 5.0
 OUTAGE_LOG_EVERY_SECONDS = 60.0
 KEY_PREFIX = "mc:"
+# Where ``init_caches`` leaves the app's caches in ``server.extensions``.
+EXTENSION_KEY = "mc_caches"
 
 
 class KeptAsObjects(BaseSerializer):
@@ -185,6 +187,14 @@ def init_caches(
     server: Flask, redis_url: str | None, *, memo_seconds: int, figure_items: int
 ) -> AppCaches:
     """The app's caches, registered with flask-caching on ``server``."""
+    caches = _build_caches(server, redis_url, memo_seconds=memo_seconds, figure_items=figure_items)
+    server.extensions[EXTENSION_KEY] = caches
+    return caches
+
+
+def _build_caches(
+    server: Flask, redis_url: str | None, *, memo_seconds: int, figure_items: int
+) -> AppCaches:
     # cachelib reads a zero lifetime as "never expires"; the service skips a zero memo.
     seconds = max(memo_seconds, 1)
     if redis_url is None:
