@@ -8,10 +8,12 @@ pipeline):
    cache write). Each S3 sample follows a new data version, as after a real upload.
 2. S3 reads: simulated operators poll their panels every tick over a bounded number of ticks,
    spread over two app workers (each with its own memory memo, one shared cache table),
-   while new uploads and rollups bump data versions now and then. The same workload runs
-   three times: with no cache at all (every poll reads S3), with only the version check
-   (an unchanged version reads nothing; a changed one reads S3), and with the whole read
-   path (version check, memory memo, DynamoDB cache table). S3 GetObject calls are counted
+   while new uploads and rollups bump data versions now and then. Each poll goes through
+   the panels' real poll path (``PanelRunner.answer``, the version check included). The same
+   workload runs three times: with no cache at all (every panel polls as if it showed
+   nothing yet, and every poll reads S3), with only the version check (an unchanged version
+   reads nothing; a changed one reads S3), and with the whole read path (version check,
+   memory memo, DynamoDB cache table). S3 GetObject calls are counted
    with a botocore event hook on the dashboard's S3 client; the pipeline has its own client.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 import boto3
 
 from bench.report import Report
+from dashboard.components.poll import PanelRunner
 from data_access import aws as aws_backend
 from data_access import layout
 from data_access.queries import (
@@ -181,13 +184,14 @@ def measure_latency(report: Report, backend: Backend, repeat: int) -> None:
     settings = replace(backend.settings, memo_seconds=0, version_memo_seconds=0)
     service = DataService(backend.dashboard, settings)
     for label, query in views:
-        (version_name,) = query.versions()
-        original = backend.pipeline.state.get(version_name) or "0"
+        # A view may depend on several versions (e.g. the fleet view on each rollup bucket).
+        originals = {name: backend.pipeline.state.get(name) or "0" for name in query.versions()}
         fallback, hits = [], []
         gets_before = backend.gets.count
         for round_number in range(repeat):
             # A new version: the cache table has no entry yet, as after an upload.
-            backend.pipeline.state.put(version_name, f"{original}-bench-{round_number}")
+            for name, original in originals.items():
+                backend.pipeline.state.put(name, f"{original}-bench-{round_number}")
             started = time.perf_counter()
             first = service.fetch(query)
             fallback.append(time.perf_counter() - started)
@@ -197,7 +201,8 @@ def measure_latency(report: Report, backend: Backend, repeat: int) -> None:
             hits.append(time.perf_counter() - started)
             assert second.provenance.tier == "cache", second.provenance
         gets_per_fallback = (backend.gets.count - gets_before) / repeat
-        backend.pipeline.state.put(version_name, original)
+        for name, original in originals.items():
+            backend.pipeline.state.put(name, original)
         fallback_ms, hit_ms = _median_ms(fallback), _median_ms(hits)
         report.add(
             SECTION,
@@ -286,7 +291,17 @@ def run_workload(
     else:
         settings = replace(backend.settings, memo_seconds=0, version_memo_seconds=0)
         stores = replace(backend.dashboard, cache=NoCache())
-    workers = [DataService(stores, settings) for _ in range(WORKERS)]
+    # The badge and status renderers hand back their plain data: the tier is read from it.
+    workers = [
+        PanelRunner(
+            DataService(stores, settings),
+            floor_seconds=0,
+            figure_cache_items=256,
+            render_badge=lambda props: props,
+            render_status=lambda text: text,
+        )
+        for _ in range(WORKERS)
+    ]
     result = WorkloadResult()
     gets_before = backend.gets.count
     for tick in range(sizes.ticks):
@@ -299,14 +314,15 @@ def run_workload(
             worker = workers[random.Random(number * 1_000 + tick // 4).randrange(WORKERS)]
             for index, query in enumerate(operator.panels):
                 result.views += 1
-                if mode != "none":
-                    version = worker.version(query)
-                    if operator.shown.get(index) == version:
-                        continue  # the panel answers no_update: nothing is read
-                answer = worker.fetch(query)
-                operator.shown[index] = answer.provenance.version
-                result.distinct_answers.add(DataService.cache_key(query, answer.provenance.version))
-                tier = answer.provenance.tier
+                shown = operator.shown.get(index) if mode != "none" else None
+                answer = worker.answer(f"panel-{index}", query, shown, f"tab-{number}", len)
+                if answer.unchanged:
+                    continue  # the panel answers 204: nothing is read
+                if answer.badge["tier"] == "error":
+                    raise RuntimeError(f"panel {index} could not be answered: {answer.status}")
+                operator.shown[index] = answer.version
+                result.distinct_answers.add(DataService.cache_key(query, answer.version))
+                tier = answer.badge["label"]
                 result.tiers[tier] = result.tiers.get(tier, 0) + 1
     result.gets = backend.gets.count - gets_before
     return result
