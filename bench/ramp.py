@@ -172,6 +172,12 @@ class Level:
     errors: int
     dropped_ticks: int  # refreshes a tab skipped because it was a whole period behind
     changed: int  # polls answered 200 (new content) in the window
+    polls: int = 0  # polls sent in the window
+
+    @property
+    def changed_share(self) -> float:
+        """The share of the window's polls that brought new content (200, not 204)."""
+        return self.changed / self.polls if self.polls else 0.0
 
     def passes(self, budget_ms: float) -> bool:
         return self.errors == 0 and self.p95_ms <= budget_ms and self.dropped_ticks == 0
@@ -239,6 +245,7 @@ class OperatorPool:
             errors=sum(self.recorder.errors.values()) - errors_before,
             dropped_ticks=dropped,
             changed=sum(1 for s in polls if s[2] == 200),
+            polls=len(polls),
         )
 
     async def close(self) -> None:
@@ -271,7 +278,8 @@ async def ramp_operators(
             print(
                 f"   {spec.label}: {level.operators} tabs at {period:g} s, "
                 f"{level.achieved_rps:.0f}/{level.offered_rps:.0f} req/s, "
-                f"p50 {level.p50_ms:.1f} ms, p95 {level.p95_ms:.1f} ms, errors {level.errors}, "
+                f"p50 {level.p50_ms:.1f} ms, p95 {level.p95_ms:.1f} ms, "
+                f"changed {level.changed_share:.0%} of {level.polls} polls, errors {level.errors}, "
                 f"dropped ticks {level.dropped_ticks} -> {'ok' if passed else 'over'}",
                 file=sys.stderr,
                 flush=True,
