@@ -77,7 +77,7 @@ def compact_pending(stores: Stores, *, now: float | None = None) -> CompactionSu
         if compact_date(stores, date, summary):
             done.add(date)
     if done:
-        # Re-read: only this process changes the set while it holds the lease.
+        # Only the lease holder changes the set (the fold notes dates, then this runs).
         stores.state.put(PENDING_DATES, json.dumps(sorted(pending - done)))
     summary.index_pruned = stores.index.prune_expired(time.time() if now is None else now)
     return summary
@@ -126,7 +126,6 @@ def compact_date(stores: Stores, date: str, summary: CompactionSummary | None = 
     if merged:
         manifest["at"] = started
         stores.state.put(name, json.dumps(manifest, sort_keys=True))
-        stores.state.put(layout.screen_time_date_version(date), f"{time.time():.6f}")
         # After the manifest: a reader that misses one of these finds the compacted part.
         for key in merged:
             stores.lake.delete(key)
