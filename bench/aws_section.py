@@ -181,7 +181,7 @@ def measure_latency(report: Report, backend: Backend, repeat: int) -> None:
         ("fleet 30-day view", FleetDailyQuery(start, END)),
     ]
     # No memory memo and no version memo: every fetch goes to DynamoDB at least.
-    settings = replace(backend.settings, memo_seconds=0, version_memo_seconds=0)
+    settings = backend.settings.model_copy(update={"memo_seconds": 0, "version_memo_seconds": 0})
     service = DataService(backend.dashboard, settings)
     for label, query in views:
         # A view may depend on several versions (e.g. the fleet view on each rollup bucket).
@@ -286,10 +286,12 @@ def run_workload(
     """Poll every operator's panels once per tick; ``mode`` is none, versions or full."""
     operators = operators_for(sizes.operators, sizes.customers)
     if mode == "full":
-        settings = replace(backend.settings, version_memo_seconds=0)
+        settings = backend.settings.model_copy(update={"version_memo_seconds": 0})
         stores = backend.dashboard
     else:
-        settings = replace(backend.settings, memo_seconds=0, version_memo_seconds=0)
+        settings = backend.settings.model_copy(
+            update={"memo_seconds": 0, "version_memo_seconds": 0}
+        )
         stores = replace(backend.dashboard, cache=NoCache())
     # The badge and status renderers hand back their plain data: the tier is read from it.
     workers = [

@@ -36,7 +36,6 @@ import math
 import time
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +234,7 @@ def measure(folder: Path) -> dict[str, Any]:
             CustomerTrendQuery(start, end, customer_id=customer),
             CustomerDayQuery(customer, end),
         ]
-        service = DataService(stores, replace(settings, memo_seconds=0))
+        service = DataService(stores, settings.model_copy(update={"memo_seconds": 0}))
         for panel in panels:
             service.fetch(panel)  # warm: the cache table holds each answer
         counter.reset()

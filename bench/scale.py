@@ -701,7 +701,7 @@ class SizeBench:
         self.customers = synthetic.customers
         self.settings = synthetic.settings
         self.stores = build_stores(self.settings)
-        self.no_memo = replace(self.settings, memo_seconds=0)
+        self.no_memo = self.settings.model_copy(update={"memo_seconds": 0})
         self.fleet: list[Query] = [
             FleetDailyQuery(START, END),
             FleetAppsQuery(START, END),

@@ -141,7 +141,7 @@ def _tier_timings(
     stores: Stores, settings: DataSettings, query: object, repeat: int
 ) -> tuple[float, float, float]:
     """Median seconds for a read that misses every tier, hits the cache table, hits the memo."""
-    no_memo = replace(settings, memo_seconds=0)
+    no_memo = settings.model_copy(update={"memo_seconds": 0})
 
     def cold() -> None:
         _clear_cache(settings)

@@ -2,75 +2,119 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+
+from data_access.settings_base import AwsSettings, setting
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    backend: Literal["local", "aws"] = "local"
+class DataSettings(AwsSettings):
+    backend: Literal["local", "aws"] = setting(
+        "local",
+        "DATA_BACKEND",
+        description="`local` (folder + SQLite) or `aws` (S3 + DynamoDB)",
+    )
     # Embedded default: a folder for the lake, one SQLite file for cache, index and state.
-    lake_root: Path = Path("var/lake")
-    state_db: Path = Path("var/state.sqlite")
+    lake_root: Path = setting(
+        Path("var/lake"), "LAKE_ROOT", description="the lake folder (`local`)"
+    )
+    state_db: Path = setting(
+        Path("var/state.sqlite"),
+        "STATE_DB",
+        description="SQLite file for cache, index, state and records (`local`)",
+    )
     # AWS backend.
-    s3_bucket: str = "mission-control-lake"
-    s3_endpoint: str | None = None
-    dynamodb_endpoint: str | None = None
-    sqs_endpoint: str | None = None
-    aws_region: str = "us-east-1"
-    table_prefix: str = "mission-control"
-    connect_timeout_seconds: float = 1.0
-    read_timeout_seconds: float = 2.0
-    max_attempts: int = 2
+    s3_bucket: str = setting(
+        "mission-control-lake", "S3_BUCKET", description="the lake bucket (`aws`)", min_length=1
+    )
+    s3_endpoint: str | None = setting(
+        None, "AWS_ENDPOINT_URL_S3", description="S3 endpoint", shown_default="`AWS_ENDPOINT_URL`"
+    )
+    dynamodb_endpoint: str | None = setting(
+        None,
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        description="DynamoDB endpoint",
+        shown_default="`AWS_ENDPOINT_URL`",
+    )
+    sqs_endpoint: str | None = setting(
+        None, "AWS_ENDPOINT_URL_SQS", description="SQS endpoint", shown_default="`AWS_ENDPOINT_URL`"
+    )
+    table_prefix: str = setting(
+        "mission-control",
+        "TABLE_PREFIX",
+        description="DynamoDB tables are `{prefix}-cache`, `-index`, `-state`, `-records`",
+        min_length=1,
+    )
+    # botocore's budget per call, so a slow dependency cannot hang a panel.
+    connect_timeout_seconds: float = setting(
+        1.0, "AWS_CONNECT_TIMEOUT_SECONDS", description="botocore connect timeout per call", gt=0
+    )
+    read_timeout_seconds: float = setting(
+        2.0, "AWS_READ_TIMEOUT_SECONDS", description="botocore read timeout per call", gt=0
+    )
+    max_attempts: int = setting(
+        2, "AWS_MAX_ATTEMPTS", description="botocore attempts per call (first try included)", ge=1
+    )
     # Read path.
-    cache_ttl_seconds: int = 3600
-    memo_seconds: int = 60
-    version_memo_seconds: float = 1.0
-    redis_url: str | None = None
+    cache_ttl_seconds: int = setting(
+        3600, "CACHE_TTL_SECONDS", description="cache table entry lifetime", ge=1
+    )
+    memo_seconds: int = setting(
+        60,
+        "MEMO_SECONDS",
+        description="lifetime of memo and figure cache entries (keys carry the data version, "
+        "so this only bounds memory)",
+        ge=0,
+    )
+    version_memo_seconds: float = setting(
+        1.0, "VERSION_MEMO_SECONDS", description="how long a data-version lookup is reused", ge=0
+    )
+    redis_url: str | None = setting(
+        None,
+        "REDIS_URL",
+        description="a Redis shared by all workers and instances for the memo, the figure cache "
+        "and the refresh floor (flask-caching's `RedisCache`); without it each worker keeps its "
+        "own (`SimpleCache`). While Redis fails, each worker uses its own caches and logs a "
+        "warning at most once a minute",
+    )
     # Upload queue: SQS when a URL is set (the stack sets it), else a SQLite table in state_db.
-    upload_queue_url: str | None = None
-    upload_dlq_url: str | None = None
-    upload_max_attempts: int = 5
-    upload_retry_seconds: float = 30.0
-    # Days after its date an index record is kept (0: forever); readers then find the day
-    # through its date's compacted part.
-    index_retention_days: int = 0
+    upload_queue_url: str | None = setting(
+        None,
+        "UPLOAD_QUEUE_URL",
+        description="the SQS upload queue (`aws`; the stack sets it). Without it the upload "
+        "queue is a table in `STATE_DB`",
+    )
+    upload_dlq_url: str | None = setting(
+        None,
+        "UPLOAD_DLQ_URL",
+        description="the upload queue's dead-letter queue (`aws`; the stack sets it)",
+    )
+    upload_max_attempts: int = setting(
+        5,
+        "UPLOAD_MAX_ATTEMPTS",
+        description="deliveries of a failing upload message before it is dead-lettered (local "
+        "queue; on SQS the stack's `UploadMaxReceiveCount`)",
+        ge=1,
+    )
+    upload_retry_seconds: float = setting(
+        30.0,
+        "UPLOAD_RETRY_SECONDS",
+        description="how soon a failed upload message is delivered again",
+        ge=0,
+    )
+    # Readers find a day whose record has gone through its date's compacted part.
+    index_retention_days: int = setting(
+        0,
+        "INDEX_RETENTION_DAYS",
+        description="days after its date a customer-day's index record is kept (at least two "
+        "days after it was written); then readers find the day in its date's compacted part, "
+        "and the record goes (DynamoDB TTL; locally at each rollup). `0` keeps records for "
+        "ever; the stack sets `14`",
+        ge=0,
+    )
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DataSettings:
-        env = os.environ if env is None else env
-        backend = env.get("DATA_BACKEND", "local")
-        if backend not in ("local", "aws"):
-            raise ValueError(f"DATA_BACKEND must be 'local' or 'aws', not {backend!r}")
-        return cls(
-            backend=backend,  # type: ignore[arg-type]
-            lake_root=Path(env.get("LAKE_ROOT", cls.lake_root)),
-            state_db=Path(env.get("STATE_DB", cls.state_db)),
-            s3_bucket=env.get("S3_BUCKET", cls.s3_bucket),
-            s3_endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
-            dynamodb_endpoint=env.get("AWS_ENDPOINT_URL_DYNAMODB")
-            or env.get("AWS_ENDPOINT_URL")
-            or None,
-            sqs_endpoint=env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL") or None,
-            aws_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", cls.aws_region)),
-            table_prefix=env.get("TABLE_PREFIX", cls.table_prefix),
-            connect_timeout_seconds=float(
-                env.get("AWS_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout_seconds)
-            ),
-            read_timeout_seconds=float(
-                env.get("AWS_READ_TIMEOUT_SECONDS", cls.read_timeout_seconds)
-            ),
-            max_attempts=int(env.get("AWS_MAX_ATTEMPTS", cls.max_attempts)),
-            cache_ttl_seconds=int(env.get("CACHE_TTL_SECONDS", cls.cache_ttl_seconds)),
-            memo_seconds=int(env.get("MEMO_SECONDS", cls.memo_seconds)),
-            version_memo_seconds=float(env.get("VERSION_MEMO_SECONDS", cls.version_memo_seconds)),
-            redis_url=env.get("REDIS_URL") or None,
-            upload_queue_url=env.get("UPLOAD_QUEUE_URL") or None,
-            upload_dlq_url=env.get("UPLOAD_DLQ_URL") or None,
-            upload_max_attempts=int(env.get("UPLOAD_MAX_ATTEMPTS", cls.upload_max_attempts)),
-            upload_retry_seconds=float(env.get("UPLOAD_RETRY_SECONDS", cls.upload_retry_seconds)),
-            index_retention_days=int(env.get("INDEX_RETENTION_DAYS", cls.index_retention_days)),
-        )
+    service_endpoints: ClassVar[tuple[str, ...]] = (
+        "s3_endpoint",
+        "dynamodb_endpoint",
+        "sqs_endpoint",
+    )

@@ -16,7 +16,6 @@ screen-time uploads expire after 30 days, Athena's results after 7. Replaced ver
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -375,10 +374,11 @@ def bootstrap(
 ) -> list[str]:
     """Create or update the bucket and tables; return what changed (and what was skipped)."""
     # An admin command, not a request: allow slower answers and more retries.
-    admin_settings = dataclasses.replace(
-        settings,
-        read_timeout_seconds=max(settings.read_timeout_seconds, 10.0),
-        max_attempts=max(settings.max_attempts, 3),
+    admin_settings = settings.model_copy(
+        update={
+            "read_timeout_seconds": max(settings.read_timeout_seconds, 10.0),
+            "max_attempts": max(settings.max_attempts, 3),
+        }
     )
     s3 = s3 or aws.s3_client(admin_settings)
     dynamodb = dynamodb or aws.dynamodb_client(admin_settings)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import urllib.parse
 import uuid
-from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,7 +88,7 @@ def test_presigned_put_then_s3_event_processes_into_s3_and_dynamodb(
         dt.date.fromisoformat(date) - dt.timedelta(days=6), dt.date.fromisoformat(date), customer
     )
     # No version memo: each lookup asks DynamoDB, as a poll a second later would.
-    service = DataService(aws_stores, replace(aws_settings, version_memo_seconds=0))
+    service = DataService(aws_stores, aws_settings.model_copy(update={"version_memo_seconds": 0}))
     version_before = service.version(trend)
 
     response = device_put(aws_stores, raw_key, body)

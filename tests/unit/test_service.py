@@ -61,7 +61,7 @@ def service(local_stores: Stores, local_settings: DataSettings):
     CountingQuery.loads.clear()
     local_stores.lake.write_bytes("test/a", b"41")
     clock = Clock()
-    settings = replace(local_settings, memo_seconds=10, version_memo_seconds=0)
+    settings = local_settings.model_copy(update={"memo_seconds": 10, "version_memo_seconds": 0})
     return DataService(local_stores, settings, clock=clock), clock
 
 
@@ -98,7 +98,9 @@ def test_expired_cache_entry_is_a_miss(local_stores, local_settings):
     clock = Clock()
     stores = replace(local_stores, cache=SqliteCacheTable(local_settings.state_db, clock=clock))
     stores.lake.write_bytes("test/a", b"1")
-    settings = replace(local_settings, memo_seconds=1, version_memo_seconds=0, cache_ttl_seconds=60)
+    settings = local_settings.model_copy(
+        update={"memo_seconds": 1, "version_memo_seconds": 0, "cache_ttl_seconds": 60}
+    )
     svc = DataService(stores, settings, clock=clock)
     CountingQuery.loads.clear()
     svc.fetch(CountingQuery())
@@ -121,7 +123,7 @@ def test_new_version_is_visible_at_once(service):
 def test_cache_table_down_reads_the_lake_and_says_so(local_stores, local_settings):
     stores = replace(local_stores, cache=BrokenCache())
     stores.lake.write_bytes("test/a", b"7")
-    svc = DataService(stores, replace(local_settings, version_memo_seconds=0))
+    svc = DataService(stores, local_settings.model_copy(update={"version_memo_seconds": 0}))
     result = svc.fetch(CountingQuery())
     assert result.provenance.tier == "lake"
     assert result.provenance.problem == "cache table unreachable"
@@ -178,7 +180,7 @@ def test_version_store_down_reads_the_lake_and_every_answer_says_degraded(
 ):
     local_stores.lake.write_bytes("test/a", b"5")
     stores = replace(local_stores, state=BrokenState())
-    svc = DataService(stores, replace(local_settings, version_memo_seconds=30))
+    svc = DataService(stores, local_settings.model_copy(update={"version_memo_seconds": 30}))
     first = svc.fetch(CountingQuery())
     assert first.data["value"].tolist() == [5]
     assert (first.provenance.tier, first.provenance.problem) == ("lake", "cache table unreachable")
@@ -215,7 +217,9 @@ def test_a_pinned_version_no_longer_kept_and_no_longer_current_is_gone(
     clock = Clock()
     stores = replace(local_stores, cache=SqliteCacheTable(local_settings.state_db, clock=clock))
     stores.lake.write_bytes("test/a", b"1")
-    settings = replace(local_settings, memo_seconds=1, version_memo_seconds=0, cache_ttl_seconds=60)
+    settings = local_settings.model_copy(
+        update={"memo_seconds": 1, "version_memo_seconds": 0, "cache_ttl_seconds": 60}
+    )
     svc = DataService(stores, settings, clock=clock)
     CountingQuery.loads.clear()
     shown = svc.fetch(CountingQuery()).provenance.version
