@@ -8,6 +8,7 @@ import pytest
 
 from data_access.settings import DataSettings
 from data_access.settings_base import SettingsError
+from live.settings import IngestSettings
 
 
 def test_data_defaults_when_nothing_is_set():
@@ -88,3 +89,14 @@ def test_a_given_mapping_never_mixes_with_the_process_environment(monkeypatch):
     monkeypatch.setenv("S3_BUCKET", "from-the-process")
     assert DataSettings.from_env({}).s3_bucket == "mission-control-lake"
     assert DataSettings.from_env().s3_bucket == "from-the-process"
+
+
+def test_ingest_defaults_and_bounds():
+    settings = IngestSettings.from_env({})
+    assert (settings.max_batch_bytes, settings.max_batch_events) == (1024 * 1024, 1000)
+    assert (settings.rate_per_second, settings.rate_burst) == (50.0, 100)
+    assert IngestSettings.from_env({"INGEST_RATE_BURST": "7"}).rate_burst == 7
+    with pytest.raises(SettingsError, match="INGEST_RATE_PER_SECOND='0': Input should be greater"):
+        IngestSettings.from_env({"INGEST_RATE_PER_SECOND": "0"})
+    with pytest.raises(SettingsError, match=r"INGEST_RATE_BURST='0': .* or equal to 1"):
+        IngestSettings.from_env({"INGEST_RATE_BURST": "0"})
