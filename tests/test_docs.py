@@ -1,10 +1,14 @@
-"""The README documents every environment variable the code reads; no file names a document
-that is not in the repository."""
+"""The README documents every environment variable the code reads; its configuration tables
+are the ones the settings models render; no file names a document that is not in the
+repository."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from data_access.settings_base import EnvSettings
+from scripts import settings_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("auth", "dashboard", "data_access", "live", "pipeline")
@@ -34,6 +38,56 @@ def test_every_variable_is_in_the_readme():
     )
     assert not missing, f"README lacks: {missing}"
     assert len(variables_read()) > 40  # the scan itself works
+
+
+def declared_variables() -> set[str]:
+    """Every environment variable a settings model declares."""
+    return {
+        variable
+        for models in settings_doc.TABLES.values()
+        for model in models
+        for names in model.variables().values()
+        for variable in names
+    }
+
+
+def settings_models(model: type[EnvSettings] = EnvSettings) -> set[type[EnvSettings]]:
+    """Every settings model of the product (imported by scripts.settings_doc)."""
+    found: set[type[EnvSettings]] = set()
+    for subclass in model.__subclasses__():
+        found |= {subclass, *settings_models(subclass)}
+    return found
+
+
+GENERATED_ROW = re.compile(r"^\| ((?:`[A-Z][A-Z0-9_]+`(?:, )?)+) \|", re.M)
+
+
+def test_the_settings_tables_are_the_ones_the_models_render():
+    readme = (ROOT / "README.md").read_text()
+    assert settings_doc.render(readme) == readme, "stale: run python -m scripts.settings_doc"
+    assert settings_doc.marked_tables(readme) == set(settings_doc.TABLES)
+
+
+def test_every_settings_model_has_a_table():
+    tabled = {model for models in settings_doc.TABLES.values() for model in models}
+    untabled = {
+        model.__name__
+        for model in settings_models()
+        if model.variables() and settings_doc.own_fields(model) and model not in tabled
+    }
+    assert not untabled, f"models missing from scripts/settings_doc.py TABLES: {untabled}"
+
+
+def test_every_variable_a_generated_table_lists_is_declared_by_a_model():
+    readme = (ROOT / "README.md").read_text()
+    listed = {
+        name
+        for body in settings_doc.SECTION.finditer(readme)
+        for row in GENERATED_ROW.findall(body.group("body"))
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row)
+    }
+    assert listed, "the generated tables were found"
+    assert not listed - declared_variables(), "documented but declared by no model"
 
 
 # Text the project ships, searched for the Markdown files it names.
