@@ -33,6 +33,7 @@ from dashboard.settings import DashboardSettings
 from data_access.factory import build_stores
 from data_access.service import DataService
 from data_access.settings import DataSettings
+from data_access.settings_base import LogSettings
 from live.ingest import register_ingest
 from live.settings import IngestSettings
 from live.uploads import register_uploads
@@ -100,7 +101,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
     dashboard_settings = DashboardSettings.from_env(env)
     auth_settings = AuthSettings.from_env(env)
 
-    configure_logging(env.get("LOG_LEVEL", "INFO"))
+    configure_logging(LogSettings.from_env(env).log_level)
     server = Flask(__name__)
     stores = build_stores(data_settings)
     # flask-caching: per worker, or Redis shared by every worker and instance (REDIS_URL).

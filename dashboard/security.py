@@ -37,18 +37,19 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import dash
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import JSONProvider
+from pydantic import StringConstraints
 
 from dashboard.request_hooks import RequestHooks
+from data_access.settings_base import EnvSettings, setting
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +69,26 @@ _INLINE_SCRIPT = re.compile(
 _DATA_SCRIPT_TYPES = ("application/json", "application/ld+json", "text/template")
 
 
-@dataclass(frozen=True)
-class SecuritySettings:
-    # 0 turns HSTS off (e.g. while a new host name is being tried out).
-    hsts_seconds: int = 365 * 24 * 3600
+class SecuritySettings(EnvSettings):
+    hsts_seconds: int = setting(
+        365 * 24 * 3600,
+        "HSTS_SECONDS",
+        description="`Strict-Transport-Security` max-age, sent only on https requests (0 turns "
+        "it off, e.g. while a new host name is being tried out)",
+        ge=0,
+    )
     hsts_include_subdomains: bool = True
     referrer_policy: str = "same-origin"
     # Routes authenticated by API key, not by the session cookie: callers from other
     # origins (a shop's web front end posting page views) are legitimate there.
     api_prefixes: tuple[str, ...] = ("/api/",)
-    # Where CSP violation reports go, if anywhere (a report collector's URL).
-    csp_report_uri: str = ""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SecuritySettings:
-        env = os.environ if env is None else env
-        hsts = int(env.get("HSTS_SECONDS", cls.hsts_seconds))
-        if hsts < 0:
-            raise ValueError(f"HSTS_SECONDS must be >= 0, not {hsts}")
-        return cls(
-            hsts_seconds=hsts,
-            csp_report_uri=env.get("CSP_REPORT_URI", "").strip(),
-        )
+    csp_report_uri: Annotated[str, StringConstraints(strip_whitespace=True)] = setting(
+        "",
+        "CSP_REPORT_URI",
+        description="where browsers report Content-Security-Policy violations (a report "
+        "collector's URL)",
+        shown_default="none",
+    )
 
 
 def script_hash(body: str) -> str:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Annotated, Any
 
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-def _int_list(text: str, name: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(f"{name} must be comma-separated milliseconds: {text!r}") from exc
-    if not values or any(value <= 0 for value in values):
-        raise ValueError(f"{name} needs at least one positive value: {text!r}")
-    return values
+from data_access.settings_base import EnvSettings, comma_list, setting
+
+DEFAULT_REFRESH_CHOICES_MS = (5000, 10000, 30000, 60000)
 
 
 def default_floor_ms(choices: tuple[int, ...]) -> int:
@@ -22,65 +16,113 @@ def default_floor_ms(choices: tuple[int, ...]) -> int:
     return min(choices) * 4 // 5
 
 
-@dataclass(frozen=True)
-class DashboardSettings:
-    title: str = "Mission Control"
+def _endpoints(value: object) -> object:
+    """``"cdn=https://a, pay=https://b"`` -> ``(("cdn", "https://a"), ("pay", "https://b"))``."""
+    if not isinstance(value, str):
+        return value
+    pairs = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, url = item.partition("=")
+        if not url:
+            raise ValueError(f"entry {item!r} needs name=url")
+        pairs.append((name.strip(), url.strip()))
+    return tuple(pairs)
+
+
+class DashboardSettings(EnvSettings):
+    title: str = setting(
+        "Mission Control", "DASHBOARD_TITLE", description="name in the header and the tab"
+    )
     # Poll interval choices offered in the refresh picker ("off" is always offered too).
-    refresh_choices_ms: tuple[int, ...] = (5000, 10000, 30000, 60000)
-    refresh_default_ms: int = 5000
+    refresh_choices_ms: Annotated[
+        tuple[Annotated[int, Field(gt=0)], ...], BeforeValidator(comma_list), Field(min_length=1)
+    ] = setting(
+        DEFAULT_REFRESH_CHOICES_MS,
+        "REFRESH_CHOICES_MS",
+        description="refresh choices in the picker, in ms",
+    )
+    refresh_default_ms: int = setting(
+        DEFAULT_REFRESH_CHOICES_MS[0],
+        "REFRESH_DEFAULT_MS",
+        description="the refresh a new tab starts with (one of the choices, or `0` for off)",
+        shown_default="the first choice",
+    )
     # The server answers at most one poll per panel and browser tab within the floor. It sits
     # below the fastest choice so that timer jitter never drops a regular tick.
-    refresh_floor_ms: int = 4000
-    export_row_limit: int = 100_000
+    refresh_floor_ms: int = setting(
+        default_floor_ms(DEFAULT_REFRESH_CHOICES_MS),
+        "REFRESH_FLOOR_MS",
+        description="the server answers one tab's panel at most this often",
+        shown_default="4/5 of the fastest choice",
+        ge=0,
+    )
+    export_row_limit: int = setting(
+        100_000,
+        "EXPORT_ROW_LIMIT",
+        description="most rows one CSV export may hold (above it the export is refused, saying so)",
+        ge=1,
+    )
     # Built figures kept per process, keyed by query, data version and builder.
-    figure_cache_items: int = 256
-    # Rows a drill-down grid shows at most; the export of the same view is bounded separately.
-    grid_row_limit: int = 20_000
-    # External endpoints probed on the system-health view: "name=url,name=url".
-    health_endpoints: tuple[tuple[str, str], ...] = ()
-    probe_timeout_seconds: float = 2.0
-    # Hosts whose metrics the sample generator wrote: Health labels them "(sample)".
-    sample_hosts: frozenset[str] = frozenset()
+    figure_cache_items: int = setting(
+        256,
+        "FIGURE_CACHE_ITEMS",
+        description="figures kept per worker when there is no Redis (`REDIS_URL`), by query and "
+        "data version",
+        ge=1,
+    )
+    # The export of the same view is bounded separately.
+    grid_row_limit: int = setting(
+        20_000, "GRID_ROW_LIMIT", description="most rows a table on screen loads", ge=1
+    )
+    health_endpoints: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_endpoints)] = setting(
+        (),
+        "HEALTH_ENDPOINTS",
+        description="external endpoints probed on the Health page: `name=url,name=url` (CDN, "
+        "payment provider)",
+    )
+    probe_timeout_seconds: float = setting(
+        2.0, "PROBE_TIMEOUT_SECONDS", description="timeout of each health probe", gt=0
+    )
+    sample_hosts: Annotated[frozenset[str], BeforeValidator(comma_list)] = setting(
+        frozenset(),
+        "SAMPLE_HOSTS",
+        description="hosts whose metrics are generated sample data, labelled `(sample)` in the "
+        "Health host charts (`make run` sets `web-1,web-2`)",
+    )
 
-    def __post_init__(self) -> None:
-        if self.refresh_default_ms not in (0, *self.refresh_choices_ms):
-            raise ValueError(
-                f"REFRESH_DEFAULT_MS={self.refresh_default_ms} is not one of the choices "
-                f"{self.refresh_choices_ms} (or 0 for off)"
-            )
-        if self.refresh_floor_ms < 0 or self.refresh_floor_ms > min(self.refresh_choices_ms):
-            raise ValueError(
-                f"REFRESH_FLOOR_MS={self.refresh_floor_ms} must lie between 0 and the fastest "
-                f"refresh choice ({min(self.refresh_choices_ms)} ms), or that choice never works"
-            )
-        if self.export_row_limit < 1 or self.grid_row_limit < 1 or self.figure_cache_items < 1:
-            raise ValueError("EXPORT_ROW_LIMIT, GRID_ROW_LIMIT, FIGURE_CACHE_ITEMS must be >= 1")
-
+    @model_validator(mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DashboardSettings:
-        env = os.environ if env is None else env
-        endpoints = []
-        for item in filter(None, env.get("HEALTH_ENDPOINTS", "").split(",")):
-            name, _, url = item.partition("=")
-            if not url:
-                raise ValueError(f"HEALTH_ENDPOINTS entry needs name=url: {item!r}")
-            endpoints.append((name.strip(), url.strip()))
-        choices = cls.refresh_choices_ms
-        if env.get("REFRESH_CHOICES_MS"):
-            choices = _int_list(env["REFRESH_CHOICES_MS"], "REFRESH_CHOICES_MS")
-        return cls(
-            title=env.get("DASHBOARD_TITLE", cls.title),
-            refresh_choices_ms=choices,
-            refresh_default_ms=int(env.get("REFRESH_DEFAULT_MS", choices[0])),
-            refresh_floor_ms=int(env.get("REFRESH_FLOOR_MS", default_floor_ms(choices))),
-            export_row_limit=int(env.get("EXPORT_ROW_LIMIT", cls.export_row_limit)),
-            figure_cache_items=int(env.get("FIGURE_CACHE_ITEMS", cls.figure_cache_items)),
-            grid_row_limit=int(env.get("GRID_ROW_LIMIT", cls.grid_row_limit)),
-            health_endpoints=tuple(endpoints),
-            probe_timeout_seconds=float(
-                env.get("PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)
-            ),
-            sample_hosts=frozenset(
-                filter(None, (host.strip() for host in env.get("SAMPLE_HOSTS", "").split(",")))
-            ),
-        )
+    def _defaults_from_the_choices(cls, data: Any) -> Any:
+        """The default refresh and floor follow REFRESH_CHOICES_MS when it is set."""
+        if not isinstance(data, dict) or "refresh_choices_ms" not in data:
+            return data
+        try:
+            choices = tuple(int(choice) for choice in comma_list(data["refresh_choices_ms"]))
+        except (TypeError, ValueError):
+            return data  # the field's own validation names the problem
+        if not choices or min(choices) <= 0:
+            return data
+        return {
+            "refresh_default_ms": choices[0],
+            "refresh_floor_ms": default_floor_ms(choices),
+            **data,
+        }
+
+    @field_validator("refresh_default_ms")
+    @classmethod
+    def _known_default(cls, value: int, info: Any) -> int:
+        choices = info.data.get("refresh_choices_ms")
+        if choices is not None and value not in (0, *choices):
+            raise ValueError(f"{value} is not one of the choices {choices} (or 0 for off)")
+        return value
+
+    @field_validator("refresh_floor_ms")
+    @classmethod
+    def _floor_below_the_fastest_choice(cls, value: int, info: Any) -> int:
+        choices = info.data.get("refresh_choices_ms")
+        if choices and value > min(choices):
+            raise ValueError(
+                f"{value} must lie between 0 and the fastest refresh choice ({min(choices)} ms), "
+                "or that choice never works"
+            )
+        return value

@@ -12,6 +12,8 @@ import re
 import sys
 from pathlib import Path
 
+from dashboard.security import SecuritySettings
+from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
 from data_access.settings_base import AwsSettings, EnvSettings, LogSettings
 from live.settings import IngestSettings
@@ -22,6 +24,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "shared": (AwsSettings, LogSettings),
     "data": (DataSettings,),
+    "dashboard": (DashboardSettings, SecuritySettings),
     "ingest": (IngestSettings,),
 }
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.security import SecuritySettings
+from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
-from data_access.settings_base import SettingsError
+from data_access.settings_base import LogSettings, SettingsError
 from live.settings import IngestSettings
 
 
@@ -100,3 +102,48 @@ def test_ingest_defaults_and_bounds():
         IngestSettings.from_env({"INGEST_RATE_PER_SECOND": "0"})
     with pytest.raises(SettingsError, match=r"INGEST_RATE_BURST='0': .* or equal to 1"):
         IngestSettings.from_env({"INGEST_RATE_BURST": "0"})
+
+
+def test_dashboard_refresh_defaults_follow_the_choices():
+    assert DashboardSettings.from_env({}).refresh_floor_ms == 4000
+    settings = DashboardSettings.from_env({"REFRESH_CHOICES_MS": "2000, 10000"})
+    assert settings.refresh_choices_ms == (2000, 10000)
+    assert (settings.refresh_default_ms, settings.refresh_floor_ms) == (2000, 1600)
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        (
+            {"REFRESH_DEFAULT_MS": "7000"},
+            "REFRESH_DEFAULT_MS='7000': 7000 is not one of",
+        ),
+        ({"REFRESH_FLOOR_MS": "6000"}, "REFRESH_FLOOR_MS='6000': 6000 must lie between 0 and"),
+        (
+            {"REFRESH_CHOICES_MS": "0,5000"},
+            "REFRESH_CHOICES_MS='0': Input should be greater",
+        ),
+        ({"HEALTH_ENDPOINTS": "cdn"}, "HEALTH_ENDPOINTS='cdn': entry 'cdn' needs name=url"),
+        ({"GRID_ROW_LIMIT": "0"}, "GRID_ROW_LIMIT='0': Input should be greater than or equal to 1"),
+        ({"HSTS_SECONDS": "-1"}, "HSTS_SECONDS='-1': Input should be greater than or equal to 0"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD': Input should be 'CRITICAL', 'ERROR'"),
+    ],
+)
+def test_dashboard_values_out_of_bounds_are_named(env: dict[str, str], complaint: str):
+    with pytest.raises(SettingsError) as raised:
+        for model in (DashboardSettings, SecuritySettings, LogSettings):
+            model.from_env(env)
+    assert str(raised.value).startswith(complaint)
+
+
+def test_dashboard_lists_are_comma_separated():
+    settings = DashboardSettings.from_env(
+        {"HEALTH_ENDPOINTS": "cdn=https://cdn.test, pay=https://pay.test", "SAMPLE_HOSTS": "a,b,"}
+    )
+    assert settings.health_endpoints == (("cdn", "https://cdn.test"), ("pay", "https://pay.test"))
+    assert settings.sample_hosts == frozenset({"a", "b"})
+
+
+def test_log_level_is_read_in_any_case():
+    assert LogSettings.from_env({"LOG_LEVEL": "warning"}).log_level == "WARNING"
+    assert LogSettings.from_env({}).log_level == "INFO"
