@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import queue
 import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
 from data_access.alerts import Alert
+from data_access.settings_base import AwsSettings, setting
 from data_access.stores import RecordStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,47 +31,44 @@ KIND = "delivery"
 _COLOURS = {"error": "#d93025", "warning": "#f9ab00", "info": "#1a73e8", "resolved": "#188038"}
 
 
-@dataclass(frozen=True)
-class NotifySettings:
-    """| variable | default | meaning |
-    |---|---|---|
-    | ALERT_WEBHOOK_URL | (none) | POST a Slack-compatible JSON body here |
-    | ALERT_SNS_TOPIC_ARN | (none) | also publish to this SNS topic (boto3) |
-    | AWS_ENDPOINT_URL_SNS | (none) | SNS endpoint override |
-    | NOTIFY_TIMEOUT_SECONDS | 5 | per attempt |
-    | NOTIFY_MAX_ATTEMPTS | 6 | attempts before a delivery is recorded as failed |
-    | NOTIFY_BACKOFF_SECONDS | 2 | first retry delay; doubles each time |
-    | NOTIFY_BACKOFF_MAX_SECONDS | 300 | longest retry delay |
-    | DASHBOARD_URL | (none) | link to the alerts page in messages |
-    """
-
-    webhook_url: str | None = None
-    sns_topic_arn: str | None = None
-    sns_endpoint: str | None = None
-    aws_region: str = "us-east-1"
-    timeout_seconds: float = 5.0
-    max_attempts: int = 6
-    backoff_seconds: float = 2.0
-    backoff_max_seconds: float = 300.0
-    dashboard_url: str | None = None
+class NotifySettings(AwsSettings):
+    webhook_url: str | None = setting(
+        None,
+        "ALERT_WEBHOOK_URL",
+        description="POST a Slack-compatible JSON body here when an alert opens, escalates or "
+        "resolves",
+    )
+    sns_topic_arn: str | None = setting(
+        None, "ALERT_SNS_TOPIC_ARN", description="also publish to this SNS topic"
+    )
+    sns_endpoint: str | None = setting(
+        None,
+        "AWS_ENDPOINT_URL_SNS",
+        description="SNS endpoint",
+        shown_default="`AWS_ENDPOINT_URL`",
+    )
+    timeout_seconds: float = setting(
+        5.0, "NOTIFY_TIMEOUT_SECONDS", description="timeout of each delivery attempt", gt=0
+    )
+    max_attempts: int = setting(
+        6,
+        "NOTIFY_MAX_ATTEMPTS",
+        description="attempts before a delivery is recorded as failed",
+        ge=1,
+    )
+    backoff_seconds: float = setting(
+        2.0, "NOTIFY_BACKOFF_SECONDS", description="first retry delay; doubles each time", ge=0
+    )
+    backoff_max_seconds: float = setting(
+        300.0, "NOTIFY_BACKOFF_MAX_SECONDS", description="longest retry delay", ge=0
+    )
+    dashboard_url: str | None = setting(
+        None, "DASHBOARD_URL", description="link to the Alerts page in notifications"
+    )
+    # Not a setting: deliveries waiting in memory before new ones are dropped.
     queue_size: int = 1000
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> NotifySettings:
-        env = os.environ if env is None else env
-        return cls(
-            webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
-            sns_topic_arn=env.get("ALERT_SNS_TOPIC_ARN") or None,
-            sns_endpoint=env.get("AWS_ENDPOINT_URL_SNS") or env.get("AWS_ENDPOINT_URL") or None,
-            aws_region=env.get("AWS_REGION", env.get("AWS_DEFAULT_REGION", cls.aws_region)),
-            timeout_seconds=float(env.get("NOTIFY_TIMEOUT_SECONDS", cls.timeout_seconds)),
-            max_attempts=int(env.get("NOTIFY_MAX_ATTEMPTS", cls.max_attempts)),
-            backoff_seconds=float(env.get("NOTIFY_BACKOFF_SECONDS", cls.backoff_seconds)),
-            backoff_max_seconds=float(
-                env.get("NOTIFY_BACKOFF_MAX_SECONDS", cls.backoff_max_seconds)
-            ),
-            dashboard_url=env.get("DASHBOARD_URL") or None,
-        )
+    service_endpoints: ClassVar[tuple[str, ...]] = ("sns_endpoint",)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
 from data_access.settings_base import AwsSettings, EnvSettings, LogSettings
 from live.settings import IngestSettings
+from pipeline.notify import NotifySettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -26,6 +27,7 @@ TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "data": (DataSettings,),
     "dashboard": (DashboardSettings, SecuritySettings),
     "ingest": (IngestSettings,),
+    "notify": (NotifySettings,),
 }
 
 SECTION = re.compile(

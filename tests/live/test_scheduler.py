@@ -3,7 +3,6 @@ and the Lambda handlers call the same work."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -190,6 +189,7 @@ def test_scheduler_settings_from_env():
             "SCHEDULER_JOBS": "alerts,collect",
             "ROLLUP_INTERVAL_SECONDS": "600",
             "ALERT_CPU_PERCENT": "70",
+            "NOTIFY_MAX_ATTEMPTS": "3",
         }
     )
     assert settings.jobs == ("alerts", "collect")
@@ -197,4 +197,4 @@ def test_scheduler_settings_from_env():
     assert settings.alerts.cpu_percent == 70
     with pytest.raises(ValueError):
         SchedulerSettings.from_env({"SCHEDULER_JOBS": "alerts,rollups"})
-    assert dataclasses.is_dataclass(settings.notify)
+    assert settings.notify.max_attempts == 3

@@ -11,6 +11,7 @@ from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
 from data_access.settings_base import LogSettings, SettingsError
 from live.settings import IngestSettings
+from pipeline.notify import NotifySettings
 
 
 def test_data_defaults_when_nothing_is_set():
@@ -147,3 +148,14 @@ def test_dashboard_lists_are_comma_separated():
 def test_log_level_is_read_in_any_case():
     assert LogSettings.from_env({"LOG_LEVEL": "warning"}).log_level == "WARNING"
     assert LogSettings.from_env({}).log_level == "INFO"
+
+
+def test_notify_shares_the_aws_region_and_endpoint_with_the_data_layer():
+    env = {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://local:4566"}
+    notify, data = NotifySettings.from_env(env), DataSettings.from_env(env)
+    assert notify.aws_region == data.aws_region == "eu-west-1"
+    assert notify.sns_endpoint == data.s3_endpoint == "http://local:4566"
+    own = NotifySettings.from_env({**env, "AWS_ENDPOINT_URL_SNS": "http://sns:9911"})
+    assert own.sns_endpoint == "http://sns:9911"
+    with pytest.raises(SettingsError, match="NOTIFY_MAX_ATTEMPTS='0'"):
+        NotifySettings.from_env({"NOTIFY_MAX_ATTEMPTS": "0"})
