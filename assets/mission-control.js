@@ -1,4 +1,4 @@
-/* Clientside halves of Mission Control: poll gate, theme, tab visibility, live badge ages. */
+/* Clientside halves of Mission Control: panel poll, theme, tab visibility, live badge ages. */
 (function () {
   "use strict";
 
@@ -51,6 +51,41 @@
      last one failed, whether refresh is off and whether the tab is hidden. */
   var freshness = {answeredAt: null, failedAt: null, refreshOff: false, hidden: false};
 
+  /* A 4xx is an answer (the server is there); 5xx and no answer at all are not. */
+  function noteAnswer(status) {
+    if (status >= 500) {
+      freshness.failedAt = Date.now();
+    } else {
+      freshness.answeredAt = Date.now();
+      freshness.failedAt = null;
+    }
+    renderFreshness();
+  }
+
+  function noteFailure() {
+    freshness.failedAt = Date.now();
+    renderFreshness();
+  }
+
+  /* The panel poll: one POST /poll per tick for the whole tab. ``inFlight`` keeps ticks
+     from overlapping and is cleared however the poll ends, so a failed poll never stops
+     polling. ``refreshing`` counts each panel's Dash callbacks on their way: a panel is left
+     out of the poll until its callback's answer is in (or failed). ``stopped`` holds panels
+     the server refused (role) or does not know: they are not asked about again. */
+  var POLL_PATH = "/poll";
+  var POLL_TIMEOUT_MS = 10000;
+  var polling = {inFlight: false, refreshing: {}, stopped: {}};
+
+  function tickedPanel(init) {
+    try {
+      var body = JSON.parse(init && typeof init.body === "string" ? init.body : "null");
+      var input = body && body.inputs && body.inputs[0];
+      return input && input.id && input.id.type === "mc-tick" ? input.id.panel : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
   var originalFetch = window.fetch.bind(window);
   window.fetch = function (resource, init) {
     var url = typeof resource === "string" ? resource : (resource && resource.url) || "";
@@ -58,31 +93,79 @@
     if (url.indexOf("_dash-update-component") === -1) {
       return promise;
     }
-    return promise.then(function (response) {
-      // A 4xx is an answer (the server is there); 5xx and no answer at all are not.
-      if (response.status >= 500) {
-        freshness.failedAt = Date.now();
-      } else {
-        freshness.answeredAt = Date.now();
-        freshness.failedAt = null;
+    var panel = tickedPanel(init);
+    if (panel) {
+      polling.refreshing[panel] = (polling.refreshing[panel] || 0) + 1;
+    }
+    function settled() {
+      if (panel) {
+        polling.refreshing[panel] -= 1;
       }
-      renderFreshness();
+    }
+    return promise.then(function (response) {
+      settled();
+      noteAnswer(response.status);
       return response;
     }, function (error) {
-      freshness.failedAt = Date.now();
-      renderFreshness();
+      settled();
+      noteFailure();
       throw error;
     });
   };
 
+  function firePanels(names) {
+    var now = Date.now();
+    names.forEach(function (name) {
+      window.dash_clientside.set_props({type: "mc-tick", panel: name}, {data: now});
+    });
+  }
+
+  function sendPoll(body) {
+    polling.inFlight = true;
+    var controller = new AbortController();
+    var timer = window.setTimeout(function () { controller.abort(); }, POLL_TIMEOUT_MS);
+    originalFetch(POLL_PATH, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify(body),
+      signal: controller.signal
+    }).then(function (response) {
+      noteAnswer(response.status);
+      return response.status === 200 ? response.json() : null;
+    }).then(function (answer) {
+      if (!answer) { return; }
+      (answer.forbidden || []).concat(answer.unknown || []).forEach(function (name) {
+        polling.stopped[name] = true;
+      });
+      firePanels(answer.changed || []);
+    }).catch(noteFailure).finally(function () {
+      window.clearTimeout(timer);
+      polling.inFlight = false;
+    });
+  }
+
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     mc: {
-      /* A panel gets a tick only when the tab is visible and its last answer is in. */
-      gate: function (nIntervals, visible, busy) {
-        if (busy || visible === false || !pageVisible()) {
-          return noUpdate();
+      /* At each tick, while the tab is visible and the last poll is answered: one poll with
+         the version every panel shows; it sets the tick of each panel with something new. */
+      poll: function (nIntervals, visible, versions, tab, state) {
+        var clientside = window.dash_clientside;
+        if (polling.inFlight || visible === false || !pageVisible()) {
+          throw clientside.PreventUpdate;
         }
-        return Date.now();
+        var ids = clientside.callback_context.states_list[0] || [];
+        var panels = {};
+        ids.forEach(function (entry, index) {
+          var name = entry.id.panel;
+          if (polling.stopped[name] || polling.refreshing[name] > 0) { return; }
+          var version = versions[index];
+          panels[name] = version === null || version === undefined ? null : String(version);
+        });
+        if (Object.keys(panels).length > 0) {
+          sendPoll({tab: tab, state: state, panels: panels});
+        }
+        throw clientside.PreventUpdate;  // the ticks are set when the answer is in
       },
 
       themeFigure: function (figure, theme) {

@@ -24,7 +24,7 @@ import ipaddress
 import json
 import logging
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -103,8 +103,11 @@ ALB_REFUSED_KEY = "mc_alb_refused"
 # Public routes that still want to know who is asking: sign-in skips a signed-in user,
 # sign-out ends the session.
 SESSION_AWARE_PUBLIC_RULES = frozenset({"/login", "/logout"})
-# A Dash input that changes by itself: the interval that drives the panels' polls.
-POLL_PROP_SUFFIX = ".n_intervals"
+# Dash inputs that change by themselves: the interval that drives the panel poll, and a
+# panel's tick, which the page's poll sets when that panel's data version changed.
+POLL_PROP_SUFFIXES = (".n_intervals", '"type":"mc-tick"}.data')
+# The page's one request per tick: which panels' data versions changed (never activity).
+PANEL_POLL_PATH = "/poll"
 
 
 class AuthRecords(AuditRecords, SessionRecords, Protocol):
@@ -252,17 +255,20 @@ def guard_request() -> Response | None:
 def is_background_poll() -> bool:
     """A request the page makes by itself, which does not count as the user's activity.
 
-    Navigations and other POSTs (forms) are the user's. Of Dash callbacks, those fired by
-    the interval (every changed prop an ``n_intervals``) and those fired on page load (no
+    Navigations and other POSTs (forms) are the user's. The panel poll (``PANEL_POLL_PATH``)
+    is the page's. Of Dash callbacks, those fired by the interval or by a panel's tick (every
+    changed prop an ``n_intervals`` or a ``mc-tick``) and those fired on page load (no
     changed prop; the navigation itself counted) are the page's. Anything else a script
     asks for (layout, JSON endpoints) follows a navigation or a callback, so is not counted.
     """
+    if request.method == "POST" and request.path == PANEL_POLL_PATH:
+        return True
     if request.method == "POST" and request.path.endswith(DASH_CALLBACK_SUFFIX):
         body = request.get_json(silent=True)
         changed = body.get("changedPropIds") if isinstance(body, dict) else None
         if not isinstance(changed, list) or not changed:
             return True
-        return all(isinstance(prop, str) and prop.endswith(POLL_PROP_SUFFIX) for prop in changed)
+        return all(isinstance(prop, str) and prop.endswith(POLL_PROP_SUFFIXES) for prop in changed)
     if request.method not in SAFE_METHODS:
         return False
     return not is_navigation()
@@ -333,17 +339,25 @@ def _check_dash_outputs(state: AuthState, user: User) -> Response | None:
     if not isinstance(body, dict):
         return json_error(400, "A Dash callback request must be a JSON object.")
     component_ids = list(dash_output_ids(body))
-    needed = [
-        role
-        for prefix, role in state.dash_rules.items()
-        if any(component_id.startswith(prefix) for component_id in component_ids)
-    ]
-    if not needed:
-        return None
-    strictest = max(needed, key=rank)
-    if user.can(strictest):
+    strictest = role_needed_for(component_ids)
+    if strictest is None or user.can(strictest):
         return None
     return forbidden_response(user, strictest, f"dash outputs {sorted(set(component_ids))}")
+
+
+def role_needed_for(component_ids: Iterable[str]) -> str | None:
+    """The strictest role ``protect_dash_outputs`` asks of any of ``component_ids``, or None.
+
+    The panel poll (``dashboard.components.poll_api``) asks it of each panel id, so a panel
+    the user may not refresh never reveals its data version either.
+    """
+    ids = list(component_ids)
+    needed = [
+        role
+        for prefix, role in auth_state().dash_rules.items()
+        if any(component_id.startswith(prefix) for component_id in ids)
+    ]
+    return max(needed, key=rank) if needed else None
 
 
 def dash_output_ids(body: Mapping[str, object]) -> Iterator[str]:

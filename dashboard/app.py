@@ -19,6 +19,7 @@ from dashboard import export
 from dashboard.cache import init_caches
 from dashboard.components import controls, panel
 from dashboard.components.poll import PanelRunner
+from dashboard.components.poll_api import register_panel_poll
 from dashboard.observability import (
     bind_request_id,
     configure_logging,
@@ -166,6 +167,7 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         {page["path"] for page in dash.page_registry.values()}
     )
     server.register_blueprint(export.blueprint(services))
+    register_panel_poll(server, services.panels.floor)
     # Per-customer rows are for operators; viewers see the fleet and business aggregates.
     protect_dash_outputs(server, {**OPERATOR_OUTPUTS, alerts.ADMIN_PREFIX: "admin"})
     security = init_security(server, app, SecuritySettings.from_env(env))
@@ -184,7 +186,6 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
             guard_request,  # who is asking; anonymous callers stop here (401/redirect)
             security.refuse_cross_site_writes,  # public routes too (/logout)
             security.refuse_malformed_callbacks,  # before any later hook reads the body
-            panel.PollShortcut.of(server).answer_unchanged,  # last: a checked, permitted poll only
         ),
         after=(
             security.add_headers,

@@ -1,6 +1,9 @@
 """Browser-side security headers, and the cross-site request refusal every route shares.
 
-``init_security(server, app, settings)`` returns the hooks that add to every response:
+``init_security(server, app, settings)`` returns the hooks that add ``X-Content-Type-Options:
+nosniff`` to every response and, to responses a browser may render as a document (HTML,
+SVG, XML: ``DOCUMENT_TYPES``), the document headers below. A JSON answer, a script or an
+empty 204 (the panel poll's unchanged tick) is never a document, so it skips them:
 
 - ``Content-Security-Policy``: scripts only from this origin plus the SHA-256 hashes of the
   inline scripts this app itself writes (Dash's renderer bootstrap, inline clientside
@@ -10,11 +13,12 @@
   ``<style>`` elements at run time, which no hash can cover. Nothing is framed, nothing
   framing us is allowed (``frame-ancestors 'none'``), no plugins, no ``<base>`` rewriting.
 - ``X-Frame-Options: DENY`` for browsers that predate ``frame-ancestors``.
-- ``X-Content-Type-Options: nosniff``; ``Referrer-Policy: same-origin`` (page URLs carry
-  customer ids, which must not leak to other sites); ``Cross-Origin-Opener-Policy``.
-- ``Strict-Transport-Security`` only on requests that arrived over https (after ProxyFix
-  has applied ``X-Forwarded-Proto``): sent over plain http it would be ignored at best and
-  would pin a development host to https at worst.
+- ``Referrer-Policy: same-origin`` (page URLs carry customer ids, which must not leak to
+  other sites); ``Cross-Origin-Opener-Policy``.
+
+``Strict-Transport-Security`` goes on every response, documents or not, but only on requests
+that arrived over https (after ProxyFix has applied ``X-Forwarded-Proto``): sent over plain
+http it would be ignored at best and would pin a development host to https at worst.
 
 It also refuses state-changing requests (POST, PUT, PATCH, DELETE) that a browser marks as
 cross-site, on every route, public ones included (``/logout``), except the API-key routes
@@ -56,6 +60,10 @@ log = logging.getLogger(__name__)
 EXTENSION_KEY = "mission_control_security"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CALLBACK_SUFFIX = "/_dash-update-component"
+# Content types a browser renders as a document, which the document headers protect.
+DOCUMENT_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+)
 # The renderer's requests carry ids, small values and grid filter models: a few KB. The
 # limits leave a wide margin and still bound what a hostile body can cost.
 MAX_CALLBACK_BYTES = 2 * 2**20
@@ -334,13 +342,15 @@ class SecurityHooks:
 
     def add_headers(self, response: Response) -> Response:
         headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        if request.is_secure and self._settings.hsts_seconds > 0:
+            headers["Strict-Transport-Security"] = self._hsts  # any answer pins the host
+        if response.mimetype not in DOCUMENT_TYPES:
+            return response
         headers["Content-Security-Policy"] = self.policy()
         headers["X-Frame-Options"] = "DENY"
-        headers["X-Content-Type-Options"] = "nosniff"
         headers["Referrer-Policy"] = self._settings.referrer_policy
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        if request.is_secure and self._settings.hsts_seconds > 0:
-            headers["Strict-Transport-Security"] = self._hsts
         return response
 
 

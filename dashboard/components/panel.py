@@ -1,9 +1,9 @@
 """A panel: a card with a title, a provenance badge, a status line, an export link and a body.
 
 Every panel has the same hidden parts, addressed by ``{"type": "mc-<part>", "panel": name}``:
-``tick`` (written by the poll gate), ``busy`` (set while its callback runs, so ticks never
-overlap), ``version`` (the data version on screen) and, for charts, ``figure`` (the
-theme-free figure dict; a clientside callback applies the light or dark template).
+``tick`` (set by the page's poll when the panel has something new), ``version`` (the data
+version on screen) and, for charts, ``figure`` (the theme-free figure dict; a clientside
+callback applies the light or dark template).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
-from flask import Flask, Response, g, has_request_context, request
 
 from auth.guard import current_user
 from dashboard.cache import AppCaches
 from dashboard.components.poll import PanelRunner, age_text
+from dashboard.components.poll_api import PanelChecks, callback_check
 from dashboard.components.url_state import ViewState
 from dashboard.export import EXPORT_ROLE, export_href, sort_from_column_state
 
@@ -126,7 +126,6 @@ def new_runner(
 def _hidden_parts(panel: str, kind: ContentKind) -> list[Any]:
     stores = [
         dcc.Store(id=part(panel, "tick"), data=0),
-        dcc.Store(id=part(panel, "busy"), data=False),
         dcc.Store(id=part(panel, "version"), data=None),
     ]
     if kind == "figure":
@@ -259,87 +258,23 @@ def _content_output(panel: str, kind: ContentKind) -> Output:
     return Output(part(panel, "content"), "children")
 
 
-class PollShortcut:
-    """Answers a panel poll whose data did not change with 204 before Dash's dispatch.
-
-    Profiled under the operator benchmark, an unchanged poll spent about a fifth of its CPU
-    in Dash's callback dispatch (context, argument grouping, response preparation) and about
-    1% in the panel's own check (floor, memoised version). The shortcut runs after the app's
-    other ``before_request`` hooks (the auth guard among them), picks the panel by the body's
-    ``output`` exactly as Dash does, and runs the same function with the arguments Dash would
-    pass. Only when every output is ``no_update`` does it answer itself; otherwise it hands the
-    computed outputs to Dash's dispatch, so the function never runs twice for one request (its
-    poll floor remembers each run).
-    """
-
-    READY = "mc_panel_outputs"
-
-    def __init__(self) -> None:
-        self._panels: dict[str, tuple[Callable[..., tuple], int]] = {}
-
-    @classmethod
-    def of(cls, server: Flask) -> PollShortcut:
-        """The server's shortcut; ``create_app`` registers ``answer_unchanged`` as a hook."""
-        shortcut = server.extensions.get("mc_poll_shortcut")
-        if shortcut is None:
-            shortcut = server.extensions["mc_poll_shortcut"] = cls()
-        return shortcut
-
-    def add(self, output: str, evaluate: Callable[..., tuple], arity: int) -> None:
-        self._panels[output] = (evaluate, arity)
-
-    def answer_unchanged(self) -> Response | None:
-        if request.method != "POST" or not request.path.endswith("/_dash-update-component"):
-            return None
-        body = request.get_json(silent=True)
-        output = body.get("output") if isinstance(body, dict) else None
-        entry = self._panels.get(output) if isinstance(output, str) else None
-        if entry is None:
-            return None  # not a panel poll: Dash answers it
-        evaluate, arity = entry
-        args = _argument_values(body, arity)
-        if args is None:
-            return None  # a malformed body: Dash's own validation answers it
-        try:
-            outputs = evaluate(*args)
-        except PreventUpdate:
-            return Response(status=204)  # what Dash answers for all-no_update
-        setattr(g, self.READY, (output, outputs))
-        return None
-
-    @classmethod
-    def take(cls, output: str) -> tuple | None:
-        """The outputs the shortcut already computed for this request's ``output``, once."""
-        if not has_request_context():
-            return None
-        ready = g.pop(cls.READY, None)
-        return ready[1] if ready is not None and ready[0] == output else None
-
-
-def _argument_values(body: dict, arity: int) -> list[Any] | None:
-    """Input then State values in declaration order, as Dash passes a flat signature."""
-    items = [*(body.get("inputs") or ()), *(body.get("state") or ())]
-    if len(items) != arity or not all(isinstance(item, dict) for item in items):
-        return None
-    return [item.get("value") for item in items]
-
-
 def panel_callback(
     app: dash.Dash,
     runner: PanelRunner,
     panel: str,
     kind: ContentKind,
-    *extra: State | Input,
 ) -> Callable[[Callable[..., tuple]], Callable[..., tuple]]:
-    """Register a panel's poll callback.
+    """Register a panel's Dash callback and its check for the panel poll (``poll_api``).
 
-    The decorated function receives ``(tick, shown_version, client_id, view_state, *extra)``
-    and returns ``PanelAnswer.outputs()``. It runs when the panel first renders and on each
-    tick the gate lets through; anything it raises becomes a degraded panel, never an error.
+    The decorated function receives ``(tick, shown_version, client_id, view_state)`` and
+    returns ``PanelAnswer.outputs()``. It runs when the panel first renders and whenever the
+    page's poll learns the panel has something new; anything it raises becomes a degraded
+    panel, never an error.
     """
 
     def decorator(function: Callable[..., tuple]) -> Callable[..., tuple]:
-        def evaluate(*args: Any) -> tuple:
+        @functools.wraps(function)
+        def guarded(*args: Any) -> tuple:
             try:
                 outputs = function(*args)
             except Exception:
@@ -349,34 +284,17 @@ def panel_callback(
                 raise PreventUpdate  # the cheapest answer: 204, no body
             return outputs
 
-        outputs = (
+        app.callback(
             _content_output(panel, kind),
             Output(part(panel, "version"), "data"),
             Output(part(panel, "badge"), "children"),
             Output(part(panel, "status"), "children"),
-        )
-        # Dash's name for a callback with several outputs: "..id.prop...id.prop..".
-        output_key = ".." + "...".join(str(output) for output in outputs) + ".."
-
-        @functools.wraps(function)
-        def guarded(*args: Any) -> tuple:
-            ready = PollShortcut.take(output_key)
-            return ready if ready is not None else evaluate(*args)
-
-        app.callback(
-            *outputs,
             Input(part(panel, "tick"), "data"),
             State(part(panel, "version"), "data"),
             State(CLIENT_ID, "data"),
             State(STATE_ID, "data"),
-            *extra,
-            running=[(Output(part(panel, "busy"), "data"), True, False)],
         )(guarded)
-        if output_key not in app.callback_map:
-            raise RuntimeError(f"panel {panel}: Dash names its callback differently")
-        if all(isinstance(item, State) for item in extra):
-            # With an extra Input, Dash's argument order differs from the body's: no shortcut.
-            PollShortcut.of(app.server).add(output_key, evaluate, 4 + len(extra))
+        PanelChecks.of(app.server).add(panel, callback_check(panel, function))
         return function
 
     return decorator
@@ -422,13 +340,16 @@ function (version, href) {
 
 def register_clientside(app: dash.Dash) -> None:
     """The clientside halves every panel shares; registered once per app."""
-    # A tick reaches a panel only when the tab is visible and its previous answer is in.
+    # One poll per tick for the whole tab (POST /poll, poll_api): only while the tab is
+    # visible and the previous poll is answered; it sets the tick of each changed panel.
     app.clientside_callback(
-        ClientsideFunction("mc", "gate"),
-        Output({"type": "mc-tick", "panel": dash.MATCH}, "data"),
+        ClientsideFunction("mc", "poll"),
+        Output({"type": "mc-tick", "panel": dash.ALL}, "data"),
         Input(POLL_ID, "n_intervals"),
         Input(VISIBLE_ID, "data"),
-        State({"type": "mc-busy", "panel": dash.MATCH}, "data"),
+        State({"type": "mc-version", "panel": dash.ALL}, "data"),
+        State(CLIENT_ID, "data"),
+        State(STATE_ID, "data"),
         prevent_initial_call=True,
     )
     app.clientside_callback(

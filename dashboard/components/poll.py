@@ -15,7 +15,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +152,21 @@ class PanelAnswer:
 
 NOTHING_NEW = PanelAnswer(no_update, no_update, no_update, no_update)
 
+# Set while the panel poll asks a panel's callback only whether its data version changed.
+_version_check_only: ContextVar[bool] = ContextVar("mc_version_check_only", default=False)
+
+
+@contextmanager
+def version_check_only() -> Iterator[None]:
+    """Within it, ``PanelRunner.answer`` neither fetches nor builds nor applies the floor: it
+    answers ``NOTHING_NEW`` for an unchanged panel and a version-only answer for a changed
+    one. The panel poll runs each panel's own callback so, to learn its query."""
+    token = _version_check_only.set(True)
+    try:
+        yield
+    finally:
+        _version_check_only.reset(token)
+
 
 def badge_props(provenance: Provenance | None, now: float, problem: str | None = None) -> dict:
     """Plain data for the provenance badge; ``components.panel.badge`` renders it."""
@@ -211,6 +228,8 @@ class PanelRunner:
         show. ``build_key`` adds builder arguments (e.g. a highlighted day) to the figure cache
         key.
         """
+        if _version_check_only.get():
+            return self._version_check(query, shown_version)
         if query is None:
             return PanelAnswer(no_update, None, None, None)
         # A panel that shows nothing yet (first render, new selection) is always answered.
@@ -251,6 +270,24 @@ class PanelRunner:
             self._render_badge(badge_props(provenance, now)),
             self._render_status(status),
         )
+
+    def _version_check(self, query: Query | None, shown_version: str | None) -> PanelAnswer:
+        if query is None:
+            # Nothing to show: changed only if the panel still shows an earlier selection.
+            return (
+                NOTHING_NEW if shown_version is None else PanelAnswer(no_update, None, None, None)
+            )
+        if shown_version is None:
+            return PanelAnswer(no_update, "new", no_update, no_update)
+        try:
+            version = self.data.version(query)
+        except Exception as exc:
+            # The panel's own callback reports the failure on screen.
+            log.warning("panel version check failed: %s", exc)
+            return PanelAnswer(no_update, "failed", no_update, no_update)
+        if version == shown_version and version != "unknown":
+            return NOTHING_NEW
+        return PanelAnswer(no_update, version, no_update, no_update)
 
     def degraded(self, message: str) -> PanelAnswer:
         return PanelAnswer(

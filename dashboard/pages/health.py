@@ -34,6 +34,7 @@ from dashboard.components.panel import (
     tiles_body,
 )
 from dashboard.components.poll import NOTHING_NEW, PanelAnswer, PanelRunner
+from dashboard.components.poll_api import PanelChecks
 from dashboard.components.url_state import WINDOW_PRESETS, parse_window
 from dashboard.probes import (
     ErrorCounts,
@@ -301,13 +302,23 @@ def layout(**query: str) -> html.Div:
 
 
 def live_panel_callback(
-    app: dash.Dash, runner: PanelRunner, panel: str, kind: str
+    app: dash.Dash,
+    runner: PanelRunner,
+    panel: str,
+    kind: str,
+    *,
+    version: Callable[[], str] | None = None,
 ) -> Callable[[Callable[[str | None], PanelAnswer]], Callable[[str | None], PanelAnswer]]:
     """Register the poll callback of a panel with no data version (values measured now).
 
     The decorated function gets the version on screen and returns a ``PanelAnswer``. The poll
     floor applies as on every panel; anything raised becomes a degraded panel, never an error.
+    For the panel poll the panel has something new at every tick, or, given ``version``,
+    whenever that differs from the version on screen.
     """
+
+    def check(shown: str | None, _tab: str, _state: object) -> bool:
+        return version is None or shown != version()
 
     def decorator(
         function: Callable[[str | None], PanelAnswer],
@@ -337,8 +348,8 @@ def live_panel_callback(
             Input(part(panel, "tick"), "data"),
             State(part(panel, "version"), "data"),
             State(CLIENT_ID, "data"),
-            running=[(Output(part(panel, "busy"), "data"), True, False)],
         )(guarded)
+        PanelChecks.of(app.server).add(panel, check)
         return function
 
     return decorator
@@ -373,7 +384,13 @@ def register(app: dash.Dash, services: Services) -> None:
         "health", path=PATH, name="Health", title="System health", layout=layout, order=30
     )
 
-    @live_panel_callback(app, runner, STATUS, "tiles")
+    @live_panel_callback(
+        app,
+        runner,
+        STATUS,
+        "tiles",
+        version=lambda: f"probe-round:{probes.latest_round()[0]}",
+    )
     def status(shown):
         round_number, results = probes.latest_round()
         version = f"probe-round:{round_number}"

@@ -16,6 +16,7 @@ import requests
 from flask import Flask
 
 from auth.context import auth_state
+from auth.guard import PANEL_POLL_PATH
 from auth.session import SESSION_COOKIE_NAME, SESSION_KIND, SID_KEY
 from data_access.local import SqliteRecordStore
 from tests.auth.conftest import audit_events, build_app
@@ -155,6 +156,28 @@ def test_idle_expiry_is_kept_by_the_server_and_polls_do_not_extend_it(tmp_path, 
     assert [who for who in (doc["email"] for _, doc in records.scan(SESSION_KIND))] == [
         "operator@example.test"
     ]  # the idle session's record is gone, not just refused
+
+
+@pytest.mark.parametrize("request_kind", ["panel poll", "panel refresh"])
+def test_the_panel_poll_and_the_refreshes_it_fires_are_not_activity(
+    tmp_path, clock, request_kind: str
+):
+    app, _ = clocked_app(tmp_path, clock)
+    client = app.test_client()
+    sign_in_as(client, "viewer")
+    idle = auth_state(app).idle_seconds
+
+    def background_request() -> int:
+        if request_kind == "panel poll":
+            return client.post(PANEL_POLL_PATH, json={}).status_code
+        return dash_request(client, ['{"panel":"overview-kpis","type":"mc-tick"}.data'])
+
+    statuses = []
+    for _ in range(int(idle / (10 * MINUTE)) + 1):
+        clock.now += 10 * MINUTE
+        statuses.append(background_request())
+
+    assert statuses[0] != 401 and statuses[-1] == 401
 
 
 def test_a_navigation_counts_as_activity(tmp_path, clock):

@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from dashboard.security import (
+    DOCUMENT_TYPES,
     SecuritySettings,
     content_security_policy,
     index_script_hashes,
@@ -41,13 +42,24 @@ def _every_get_url(server: Flask) -> list[str]:
     return sorted(urls)
 
 
+DOCUMENT_HEADERS = (
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "Referrer-Policy",
+    "Cross-Origin-Opener-Policy",
+)
+
+
 def _assert_headers(response, url: str, *, https: bool = False) -> None:
+    """nosniff (and HSTS over https) on every answer; the document headers on documents only."""
     headers = response.headers
-    assert "Content-Security-Policy" in headers, url
-    assert headers["X-Frame-Options"] == "DENY", url
     assert headers["X-Content-Type-Options"] == "nosniff", url
-    assert headers["Referrer-Policy"] == "same-origin", url
     assert ("Strict-Transport-Security" in headers) is https, url
+    if response.mimetype not in DOCUMENT_TYPES:
+        assert not [name for name in DOCUMENT_HEADERS if name in headers], url
+        return
+    assert headers["X-Frame-Options"] == "DENY", url
+    assert headers["Referrer-Policy"] == "same-origin", url
     policy = _directives(headers["Content-Security-Policy"])
     assert policy["frame-ancestors"] == ["'none'"], url
 
@@ -56,13 +68,16 @@ def test_every_route_answers_with_the_headers(dev_app: Flask) -> None:
     client = dev_app.test_client()
     urls = _every_get_url(dev_app)
     assert "/healthz" in urls and "/" in urls and len(urls) >= 10, urls
-    statuses = set()
+    statuses, types = set(), set()
     for url in [*urls, "/no-such-page", "/assets/no-such-file.js", "/export/nope.csv"]:
         response = client.get(url)
         statuses.add(response.status_code)
+        types.add(response.mimetype)
         _assert_headers(response, url)
     # Error answers carry them too: the set above covered more than success.
     assert statuses & {400, 404} and 200 in statuses, statuses
+    # Both kinds were checked: pages (documents) and JSON, scripts or styles (not documents).
+    assert "text/html" in types and types - DOCUMENT_TYPES, types
 
 
 def test_refusals_and_redirects_carry_the_headers(oidc_app: Flask) -> None:

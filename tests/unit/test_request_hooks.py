@@ -20,7 +20,6 @@ BEFORE = (
     "guard_request",
     "refuse_cross_site_writes",
     "refuse_malformed_callbacks",
-    "answer_unchanged",
 )
 AFTER = ("add_headers", "not_found_status", "record", "echo_request_id")
 TEARDOWN = ("count_unanswered", "unbind_request_id")
@@ -92,7 +91,7 @@ def test_a_request_the_guard_refuses_still_has_an_id_headers_and_a_count(server:
     assert refused.status_code == 403
     assert refused.get_json()["error"] == "AUTH_MODE=dev answers only on loopback"
     assert refused.headers[REQUEST_ID_HEADER] == "refused-1"
-    assert refused.headers["X-Frame-Options"] == "DENY"
+    assert refused.headers["X-Content-Type-Options"] == "nosniff"  # the after hooks ran
     exposition = client.get("/metrics").get_data(as_text=True)
     assert 'route="/_dash-update-component",status="403"} 1.0' in exposition
 
