@@ -6,7 +6,6 @@ dark template), in the style of ``dashboard.figures``.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.figures import PALETTE, Figure, no_data_figure
+from dashboard.timestamps import utc_text
 
 LATENCY_METRICS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
 NETWORK_METRICS = ("net_bytes_sent", "net_bytes_recv")
@@ -339,9 +339,7 @@ def pipeline_tiles(numbers: PipelineNumbers) -> list[dict[str, Any]]:
     """The figures that change only with the data version (the poll path caches them)."""
     ratio = numbers.compression_ratio
     latest = (
-        NOT_AVAILABLE
-        if numbers.latest_upload_at is None
-        else dt.datetime.fromtimestamp(numbers.latest_upload_at, dt.UTC).strftime("%H:%M:%S")
+        NOT_AVAILABLE if numbers.latest_upload_at is None else utc_text(numbers.latest_upload_at)
     )
     return [
         tile(
@@ -356,7 +354,7 @@ def pipeline_tiles(numbers: PipelineNumbers) -> list[dict[str, Any]]:
             f"{numbers.uploads_quarantined:,}",
             "last 24 h, kept with a reason",
         ),
-        tile("health-latest-upload", "Latest upload", latest, "processed at, UTC"),
+        tile("health-latest-upload", "Latest upload", latest, "processed at"),
         tile(
             "health-parquet-bytes",
             "Parquet written",

@@ -9,7 +9,6 @@ an HTTP 403 in front of it).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from auth.guard import audit, current_user
 from dashboard.components.controls import page_header
 from dashboard.components.panel import STATE_ID, panel_callback, panel_card, part
 from dashboard.components.url_state import WINDOW_PRESETS, parse_window
+from dashboard.timestamps import utc_text
 from data_access.alerts import AlertsQuery, acknowledge_alert, resolve_alert
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ SEVERITY_COLOURS = {"error": "danger", "warning": "warning", "info": "info"}
 def _when(epoch: float | None) -> str:
     if epoch is None or pd.isna(epoch):
         return ""
-    return dt.datetime.fromtimestamp(float(epoch), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(epoch)
 
 
 def _text(value: Any) -> str:

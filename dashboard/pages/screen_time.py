@@ -67,8 +67,20 @@ CUSTOMER_ROLE = "operator"
 _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,64}")
 
 SESSION_COLUMNS = [
-    {"field": "start", "headerName": "Start", "filter": "agTextColumnFilter", "sort": "asc"},
-    {"field": "end", "headerName": "End", "filter": "agTextColumnFilter"},
+    # The device's wall-clock time (no zone in the upload), so no "UTC" on these.
+    {
+        "field": "start",
+        "headerName": "Start",
+        "filter": "agTextColumnFilter",
+        "sort": "asc",
+        "valueFormatter": {"function": "localTime(params.value)"},
+    },
+    {
+        "field": "end",
+        "headerName": "End",
+        "filter": "agTextColumnFilter",
+        "valueFormatter": {"function": "localTime(params.value)"},
+    },
     {"field": "app_name", "headerName": "App", "filter": "agTextColumnFilter"},
     {"field": "category", "headerName": "Category", "filter": "agTextColumnFilter"},
     {
