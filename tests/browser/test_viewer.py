@@ -48,7 +48,8 @@ def viewer_page(browser, viewer_server: DashboardServer) -> Iterator[object]:
 
 
 def _is_fleet_poll(response) -> bool:
-    return "/_dash-update-component" in response.url and '"fleet-activity"' in (
+    """The page's poll (one per tick), asking about the fleet panel among others."""
+    return response.url.endswith("/poll") and '"fleet-activity"' in (
         response.request.post_data or ""
     )
 
