@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/screen-time"
 CUSTOMER_PICKER = "screen-customer"
+# The picker's search text once typing pauses (assets/mc-customer-search.js writes it).
+CUSTOMER_SEARCH = "screen-customer-search"
 FLEET_TILES, FLEET_ACTIVITY, FLEET_CATEGORIES = "fleet-tiles", "fleet-activity", "fleet-categories"
 FLEET_APPS, FLEET_HOURS = "fleet-apps", "fleet-hours"
 TREND, DAY_APPS, DAY_HOURS, SESSIONS = (
@@ -134,6 +136,7 @@ def _customer_section(view: ViewState) -> list[Any]:
         clearable=True,
         className="mc-customer-picker",
     )
+    searched = dcc.Store(id=CUSTOMER_SEARCH)
     intro = html.Div(
         [
             html.H2("Customer drill-down", className="mc-section-title"),
@@ -143,7 +146,7 @@ def _customer_section(view: ViewState) -> list[Any]:
             ),
         ]
     )
-    section: list[Any] = [html.Div([intro, picker], className="mc-section-header")]
+    section: list[Any] = [html.Div([intro, picker, searched], className="mc-section-header")]
     if view.customer is None:
         section.append(html.Div("No customer selected.", className="mc-empty-hint"))
         return section
@@ -366,9 +369,16 @@ def register(app: dash.Dash, services: Services) -> None:
 
     # ---- drill-down navigation ----
 
+    app.clientside_callback(
+        dash.ClientsideFunction("mc_customer_search", "afterPause"),
+        Output(CUSTOMER_SEARCH, "data"),
+        Input(CUSTOMER_PICKER, "search_value"),
+        prevent_initial_call=True,
+    )
+
     @app.callback(
         Output(CUSTOMER_PICKER, "options"),
-        Input(CUSTOMER_PICKER, "search_value"),
+        Input(CUSTOMER_SEARCH, "data"),
         State(CUSTOMER_PICKER, "value"),
         State(STATE_ID, "data"),
         prevent_initial_call=True,
