@@ -68,7 +68,7 @@ def _number(field: str, name: str, money: bool = False, **extra: Any) -> dict[st
 
 
 ORDER_COLUMNS = [
-    _text("ts", "Time (UTC)", minWidth=190, valueFormatter={"function": "utcTime(params.value)"}),
+    _text("ts", "Time (UTC)", minWidth=220, valueFormatter={"function": "utcTime(params.value)"}),
     _text("order_id", "Order", minWidth=150),
     _text("user_id", "User"),
     _text("product_id", "Product id", maxWidth=130),
