@@ -603,7 +603,7 @@ class OrdersQuery(DateRange):
 
 @dataclass(frozen=True)
 class MetricsQuery(Query):
-    """Host and application metric points from ``since`` (UTC) to now, one row per point."""
+    """Host and application metric points from ``since`` to ``until`` (UTC), one per point."""
 
     kind: ClassVar[str] = "metrics"
     since: dt.datetime
@@ -629,12 +629,13 @@ class MetricsQuery(Query):
                 }
             )
         df = table.to_pandas()
-        since = (
-            pd.Timestamp(self.since).tz_convert("UTC")
-            if self.since.tzinfo
-            else pd.Timestamp(self.since, tz="UTC")
+        since, until = (
+            pd.Timestamp(t).tz_convert("UTC") if t.tzinfo else pd.Timestamp(t, tz="UTC")
+            for t in (self.since, self.until)
         )
-        return df[df["ts"] >= since].sort_values("ts").reset_index(drop=True)
+        # Points past ``until`` (a sample's, written ahead) are not in the window asked for.
+        in_window = (df["ts"] >= since) & (df["ts"] <= until)
+        return df[in_window].sort_values("ts").reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,10 @@ STATUS_LABELS = {"up": "Up", "degraded": "Degraded", "down": "Down", "unconfigur
 
 def metrics_query(now: float, hours: int = HISTORY_HOURS) -> MetricsQuery:
     """The last ``hours`` of metrics, in a window that moves in whole metric intervals."""
-    step_end = int(now // WINDOW_STEP_SECONDS) * WINDOW_STEP_SECONDS
-    until = dt.datetime.fromtimestamp(step_end, dt.UTC)
+    step_end = (int(now // WINDOW_STEP_SECONDS) + 1) * WINDOW_STEP_SECONDS
+    until = dt.datetime.fromtimestamp(step_end, dt.UTC)  # the end of the current step
     since = until - dt.timedelta(hours=hours)
-    # ``until`` only bounds which hourly files are read: cover the current hour in full.
-    return MetricsQuery(since=since, until=until.replace(minute=59, second=59))
+    return MetricsQuery(since=since, until=until)
 
 
 # Only this page reads these: its cache-hit tile leaves them out, or its own polls (the live

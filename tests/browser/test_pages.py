@@ -125,14 +125,15 @@ def test_lake_page_is_a_panel_with_a_badge_that_keeps_polling(page):
     wait_for_panels(page)
     panel = page.locator("#panel-lake-summary")
     expect(panel.locator(".mc-panel-title")).to_have_text("Objects per zone")
-    expect(panel.locator(".mc-badge")).to_contain_text(re.compile("lake|cache"))  # the source
+    # The source: the lake, the cache table, or this worker's memo of an earlier visit.
+    expect(panel.locator(".mc-badge")).to_contain_text(re.compile("lake|cache|memory"))
     expect(panel.locator(".mc-badge .mc-age")).to_have_count(1)  # and how old they are
     expect(panel.locator("tbody tr")).to_have_count(len(lake.PREFIXES))
-    for _ in range(2):  # refresh ticks reach the lake panel like any other
+    for _ in range(2):  # the page's tick asks about the lake panel like any other
         with page.expect_response(
             lambda response: (
-                "/_dash-update-component" in response.url
-                and '"lake-summary"' in (response.request.post_data or "")
+                response.url.endswith("/poll")
+                and "lake-summary" in (response.request.post_data or "")
             )
         ):
             pass
