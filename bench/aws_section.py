@@ -31,8 +31,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from bench.report import Report
 from dashboard.components.poll import PanelRunner
 from data_access import aws as aws_backend
@@ -107,41 +105,16 @@ class Backend:
 
 
 @contextmanager
-def local_backend(customers: int) -> Iterator[Backend]:
+def local_backend(customers: int, folder: Path) -> Iterator[Backend]:
     """Both servers, a bootstrapped bucket and tables, a processed and rolled-up sample."""
-    from devtools.servers import (
-        TEST_ACCESS_KEY,
-        TEST_REGION,
-        TEST_SECRET_KEY,
-        DynamoDBLocal,
-        SeaweedS3,
-    )
-    from pipeline.bootstrap import bootstrap
+    from bench.local_aws import local_aws
 
     with ExitStack() as cleanup:
-        dynamodb = DynamoDBLocal()
-        cleanup.callback(dynamodb.cleanup)
-        seaweed = SeaweedS3()
-        cleanup.callback(seaweed.cleanup)
-        dynamodb.start()
-        seaweed.start()
-        settings = DataSettings(
-            backend="aws",
-            s3_bucket="mc-bench",
-            table_prefix="mc-bench",
-            s3_endpoint=seaweed.endpoint,
-            dynamodb_endpoint=dynamodb.endpoint,
-            aws_region=TEST_REGION,
-        )
-        session = boto3.Session(
-            aws_access_key_id=TEST_ACCESS_KEY,
-            aws_secret_access_key=TEST_SECRET_KEY,
-            region_name=TEST_REGION,
-        )
-        dynamodb_client = aws_backend.dynamodb_client(settings, session)
-        pipeline_s3 = aws_backend.s3_client(settings, session)
-        dashboard_s3 = aws_backend.s3_client(settings, session)
-        bootstrap(settings, s3=pipeline_s3, dynamodb=dynamodb_client)
+        local = cleanup.enter_context(local_aws("mc-bench", folder))
+        settings = local.settings
+        dynamodb_client = local.dynamodb()
+        pipeline_s3 = local.s3()
+        dashboard_s3 = local.s3()
         pipeline = aws_backend.build_aws_stores(settings, s3=pipeline_s3, dynamodb=dynamodb_client)
         dashboard = aws_backend.build_aws_stores(
             settings, s3=dashboard_s3, dynamodb=dynamodb_client
@@ -164,7 +137,9 @@ def load_sample(stores: Stores, customers: int) -> None:
             day = END - dt.timedelta(days=offset)
             body = screen_time_upload(SEED, profile, day)
             if body is not None:
-                stores.lake.write_bytes(screen_time_key(profile.customer_id, day), body)
+                key = screen_time_key(profile.customer_id, day)
+                stores.lake.write_bytes(key, body)
+                stores.queue.send([key])  # as the bucket's notification does
     drain(stores)
     rollup_screen_time(stores)
 
@@ -409,7 +384,7 @@ def aws(report: Report, folder: Path, *, full: bool) -> None:
     """Cache-hit vs S3 latency and S3 reads per view, on DynamoDB Local and SeaweedFS."""
     sizes = FULL if full else QUICK
     started = time.perf_counter()
-    with local_backend(sizes.customers) as backend:
+    with local_backend(sizes.customers, folder) as backend:
         report.add(
             SECTION,
             "servers up and sample loaded",

@@ -39,8 +39,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from bench.report import Report
 from data_access import aws as aws_backend
 from data_access.queries import (
@@ -51,7 +49,6 @@ from data_access.queries import (
     FleetHoursQuery,
 )
 from data_access.service import DataService
-from data_access.settings import DataSettings
 
 SECTION = "cost"
 SEED = 31
@@ -149,41 +146,15 @@ def _per(counts: dict[str, Any], n: int) -> dict[str, float]:
 
 def measure(folder: Path) -> dict[str, Any]:
     """Counts per phase on the local AWS servers (see the module doc)."""
-    from devtools.servers import (
-        TEST_ACCESS_KEY,
-        TEST_REGION,
-        TEST_SECRET_KEY,
-        DynamoDBLocal,
-        SeaweedS3,
-    )
-    from pipeline.bootstrap import bootstrap
+    from bench.local_aws import local_aws
     from pipeline.generate import customer_profile, screen_time_key, screen_time_upload
     from pipeline.process import drain
     from pipeline.rollup import rollup_screen_time
 
     with ExitStack() as cleanup:
-        dynamodb, seaweed = DynamoDBLocal(), SeaweedS3()
-        cleanup.callback(dynamodb.cleanup)
-        cleanup.callback(seaweed.cleanup)
-        dynamodb.start()
-        seaweed.start()
-        settings = DataSettings(
-            backend="aws",
-            s3_bucket="mc-cost",
-            table_prefix="mc-cost",
-            s3_endpoint=seaweed.endpoint,
-            dynamodb_endpoint=dynamodb.endpoint,
-            aws_region=TEST_REGION,
-            state_db=folder / "queue.sqlite",
-        )
-        session = boto3.Session(
-            aws_access_key_id=TEST_ACCESS_KEY,
-            aws_secret_access_key=TEST_SECRET_KEY,
-            region_name=TEST_REGION,
-        )
-        s3 = aws_backend.s3_client(settings, session)
-        ddb = aws_backend.dynamodb_client(settings, session)
-        bootstrap(settings, s3=s3, dynamodb=ddb)
+        local = cleanup.enter_context(local_aws("mc-cost", folder))
+        settings = local.settings
+        s3, ddb = local.s3(), local.dynamodb()
         counter = RequestCounter()
         counter.attach(s3)
         counter.attach(ddb)
