@@ -57,7 +57,7 @@ class DataSettings(AwsSettings):
     )
     # Read path.
     cache_ttl_seconds: int = setting(
-        3600, "CACHE_TTL_SECONDS", description="cache table entry lifetime", ge=1
+        3600, "CACHE_TTL_SECONDS", description="cache table entry lifetime (0 keeps nothing)", ge=0
     )
     memo_seconds: int = setting(
         60,

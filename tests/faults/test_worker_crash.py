@@ -26,7 +26,6 @@ import requests
 from data_access import layout
 from data_access.apikeys import create_key
 from pipeline.events import compact_events
-from tests.faults.panels import CallbackLog
 from tests.integrity.checks import assert_reconciled
 from tests.load.operators import DashSite, LoadSummary, run_operators
 from tests.plugins.browser import (
@@ -47,7 +46,6 @@ RETRIES = 4  # a client's extra attempts; the Dash renderer's next tick is its o
 EVENTS = 400
 EVENT_CLIENTS = 2
 EVENT_PAUSE_SECONDS = 0.04  # paced, so the stream is still flowing when the worker dies
-PANELS_ON_OVERVIEW = ("overview-kpis", "overview-revenue", "overview-products")
 
 
 @dataclass
@@ -153,7 +151,6 @@ def test_a_killed_worker_is_replaced_and_clients_recover(crash_site: CrashSite, 
     server, page = crash_site.server, crash_page
     page.goto("/")
     wait_for_panels(page)
-    log = CallbackLog(page)
     before = _workers(server)
     assert len(before) == 2, before
     killed: dict[str, float | int | bool] = {}
@@ -204,11 +201,14 @@ def test_a_killed_worker_is_replaced_and_clients_recover(crash_site: CrashSite, 
     for operator in operators:
         later = [s for s in operator.samples if s.at > settled and s.status in (200, 204)]
         assert later, "an operator stopped getting answers after the kill"
-    # The browser tab: each panel answered again after the kill (none stuck "busy").
-    page.wait_for_timeout(3000)
-    for panel in PANELS_ON_OVERVIEW:
-        answered = [c for c in log.since(settled, panel) if c.status in (200, 204)]
-        assert answered, f"{panel} stopped refreshing: {log.since(float(killed['at']), panel)}"
+    # The browser tab keeps polling after the kill (no poll left stuck in flight): its next
+    # ticks are answered, whichever worker takes them.
+    for _ in range(2):
+        with page.expect_response(
+            lambda response: response.url.endswith("/poll") and response.status in (200, 204),
+            timeout=30_000,
+        ):
+            pass
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
     # Devices: every event got through, and what the API accepted is stored exactly once.

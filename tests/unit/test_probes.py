@@ -441,7 +441,9 @@ def test_metrics_window_is_stable_within_a_metric_interval():
     assert health.metrics_query(start) == health.metrics_query(start + 299)
     later = health.metrics_query(start + 300)
     assert later.since - health.metrics_query(start).since == dt.timedelta(minutes=5)
-    assert later.since == dt.datetime(2026, 3, 3, 10, 10, tzinfo=dt.UTC)
+    # The window ends at the end of the current 5-minute step, and reaches back a day.
+    assert later.until == dt.datetime(2026, 3, 4, 10, 15, tzinfo=dt.UTC)
+    assert later.since == dt.datetime(2026, 3, 3, 10, 15, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -505,8 +507,9 @@ def test_host_tiles_show_this_machines_snapshot():
 def test_metrics_window_covers_the_hours_asked_for():
     now = dt.datetime(2026, 3, 4, 10, 7, tzinfo=dt.UTC).timestamp()
     query = health.metrics_query(now, 1)
-    assert query.since == dt.datetime(2026, 3, 4, 9, 5, tzinfo=dt.UTC)
-    assert health.metrics_query(now, 6).since == dt.datetime(2026, 3, 4, 4, 5, tzinfo=dt.UTC)
+    assert query.until == dt.datetime(2026, 3, 4, 10, 10, tzinfo=dt.UTC)
+    assert query.since == dt.datetime(2026, 3, 4, 9, 10, tzinfo=dt.UTC)
+    assert health.metrics_query(now, 6).since == dt.datetime(2026, 3, 4, 4, 10, tzinfo=dt.UTC)
     assert health.state_hours({"window": "6h"}) == 6
     assert health.state_hours({}) == health.HISTORY_HOURS
     empty = figures.host_history(pd.DataFrame(columns=["ts", "host", "metric", "value"]), hours=1)
