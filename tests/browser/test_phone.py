@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.plugins.browser import PAGES, DashboardServer, wait_for_panels
 
@@ -70,14 +71,27 @@ def test_every_navigation_link_is_in_sight_without_scrolling(phone_page):
     phone_page.wait_for_url(f"**{PAGES['lake']}*")
 
 
+def _scroll_to(locator) -> None:
+    """Scroll to it; a refresh that swaps the element mid-scroll is tried again."""
+    for attempt in range(3):
+        try:
+            locator.scroll_into_view_if_needed()
+            return
+        except PlaywrightError as exc:
+            if "not attached" not in str(exc) or attempt == 2:
+                raise
+
+
 @pytest.mark.parametrize("name", ["health", "revenue"])
 def test_no_chart_title_is_under_the_toolbar(phone_page, name: str):
     phone_page.goto(PAGES[name])
     wait_for_panels(phone_page)
     graphs = phone_page.locator(".mc-graph")
     assert graphs.count() > 0
-    for graph in graphs.all():
-        graph.scroll_into_view_if_needed()
+    for index in range(graphs.count()):
+        # By position, not by element: a panel that refreshes replaces its chart's element.
+        graph = graphs.nth(index)
+        _scroll_to(graph)
         # The pointer over the chart brings Plotly's hover toolbar up, when it is shown at all
         # (a tap would click a bar and drill down).
         graph.hover()
