@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -75,20 +76,17 @@ def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.T
     the compacted part, then in every part of its bucket. Each round reads a part once for
     all the customers wanted from it.
     """
-    dates = sorted({r.date for r in records})
-    names = {d: layout.screen_time_compaction(d) for d in dates}
-    manifests = stores.state.get_many(list(names.values()))
-    compacted = {d: json.loads(manifests[n]) for d, n in names.items() if n in manifests}
+    compacted = compaction_manifests(stores, {r.date for r in records})
 
     def candidates(record: UploadRecord) -> list[str]:
         manifest = compacted.get(record.date)
-        bucket = layout.screen_time_bucket(record.customer_id)
-        merged = manifest["parts"].get(f"{bucket:02d}") if manifest else None
-        if merged is not None and record.uploaded_at < manifest["at"]:
+        merged = compacted_part(manifest, record.customer_id)
+        if merged is not None and record.uploaded_at < manifest["at"]:  # type: ignore[index]
             keys = [merged, record.object_key]
         else:
             keys = [record.object_key, merged]
         if not record.object_key:
+            bucket = layout.screen_time_bucket(record.customer_id)
             prefix = layout.screen_time_bucket_prefix(record.date, bucket)
             keys += [info.key for info in stores.lake.list(prefix)]
         return list(dict.fromkeys(key for key in keys if key))
@@ -104,12 +102,23 @@ def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.T
     return [found.get(i) for i in range(len(records))]
 
 
+def compaction_manifests(stores: Stores, dates: Iterable[str]) -> dict[str, dict]:
+    """The compaction manifests of those dates that have one, by date (one batched read)."""
+    names = {d: layout.screen_time_compaction(d) for d in dates}
+    found = stores.state.get_many(list(names.values())) if names else {}
+    return {d: json.loads(found[n]) for d, n in names.items() if n in found}
+
+
+def compacted_part(manifest: dict | None, customer_id: str) -> str | None:
+    """The compacted part of the customer's bucket a date's manifest names, if any."""
+    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
+    return manifest["parts"].get(bucket) if manifest else None
+
+
 def compacted_version(stores: Stores, customer_id: str, date: str) -> tuple[str, str] | None:
     """(part key, row hash) of the version the date's compacted part holds for the
     customer; None when the date is not compacted or the part holds no rows of theirs."""
-    manifest = stores.state.get(layout.screen_time_compaction(date))
-    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
-    part = json.loads(manifest)["parts"].get(bucket) if manifest else None
+    part = compacted_part(compaction_manifests(stores, [date]).get(date), customer_id)
     rows = stores.lake.read_where(part, "customer_id", [customer_id]) if part else None
     if rows is None or not rows.num_rows:
         return None
@@ -124,12 +133,8 @@ def customer_versions(stores: Stores, customer_id: str, start: str, end: str) ->
     have = {r.date for r in records}
     first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
     missing = [d for d in layout.dates(first, last) if d not in have]
-    names = {d: layout.screen_time_compaction(d) for d in missing}
-    manifests = stores.state.get_many(list(names.values())) if names else {}
-    bucket = f"{layout.screen_time_bucket(customer_id):02d}"
-    for date, name in names.items():
-        part = json.loads(manifests[name])["parts"].get(bucket) if name in manifests else None
-        if part:
+    for date, manifest in compaction_manifests(stores, missing).items():
+        if part := compacted_part(manifest, customer_id):
             records.append(UploadRecord(customer_id, date, part, "", 0, 0, 0, 0.0, ""))
     return sorted(records, key=lambda r: r.date)
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_access import layout
+from data_access.queries import compaction_manifests
 from data_access.stores import Stores
 from pipeline.process import PART_OPTIONS, PART_SCHEMA
 
@@ -97,7 +98,7 @@ def compact_date(stores: Stores, date: str, summary: CompactionSummary | None = 
     """Merge each bucket of ``date`` into one part; False when a bucket had to wait."""
     summary = summary if summary is not None else CompactionSummary()
     name = layout.screen_time_compaction(date)
-    manifest = json.loads(stores.state.get(name) or '{"at": 0, "parts": {}}')
+    manifest = compaction_manifests(stores, [date]).get(date) or {"at": 0, "parts": {}}
     superseded = _superseded(stores, date)
     # Noted after the replacing record was committed: once the fold is past the note, it
     # has subtracted the replaced version and nothing needs its rows.

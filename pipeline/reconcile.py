@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from data_access import layout
-from data_access.queries import read_customer_days
+from data_access.queries import compacted_part, compaction_manifests, read_customer_days
 from data_access.stores import ObjectInfo, ObjectMissing, Stores, UploadRecord
 from pipeline import events, process, schema
 
@@ -168,15 +168,15 @@ class _Compacted:
 
     def manifest(self, date: str) -> dict:
         if date not in self._manifests:
-            found = self._stores.state.get(layout.screen_time_compaction(date))
-            self._manifests[date] = json.loads(found) if found else {"at": 0.0, "parts": {}}
+            found = compaction_manifests(self._stores, [date]).get(date)
+            self._manifests[date] = found or {"at": 0.0, "parts": {}}
         return self._manifests[date]
 
     def at(self, date: str) -> float:
         return float(self.manifest(date)["at"])
 
     def part(self, customer_id: str, date: str) -> str | None:
-        return self.manifest(date)["parts"].get(f"{layout.screen_time_bucket(customer_id):02d}")
+        return compacted_part(self.manifest(date), customer_id)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one instance per run
     def _versions(self, key: str) -> dict[str, str]:
@@ -254,7 +254,7 @@ def _reconcile_parts(stores: Stores, report: ReconcileReport) -> None:
                 _note(report.orphaned_objects, key)
             continue
         date = partition.split("date=", 1)[1].split("/", 1)[0]
-        manifest = json.loads(stores.state.get(layout.screen_time_compaction(date)) or "{}")
+        manifest = compaction_manifests(stores, [date]).get(date, {})
         compacted = set(manifest.get("parts", {}).values())
         holders: dict[tuple[str, str], list[str]] = {}
         for key in keys:
