@@ -40,6 +40,7 @@ WORKDIR /app
 COPY wsgi.py gunicorn.conf.py ./
 COPY assets/ assets/
 COPY auth/ auth/
+COPY configuration/ configuration/
 COPY dashboard/ dashboard/
 COPY data_access/ data_access/
 COPY live/ live/

@@ -15,6 +15,7 @@ from flask import Flask, Response, jsonify, request
 
 from auth.guard import current_user, guard_request, init_auth, protect_dash_outputs
 from auth.settings import AuthSettings
+from configuration.base import LogSettings
 from dashboard import export
 from dashboard.cache import init_caches
 from dashboard.components import controls, panel
@@ -34,7 +35,6 @@ from dashboard.settings import DashboardSettings
 from data_access.factory import build_stores
 from data_access.service import DataService
 from data_access.settings import DataSettings
-from data_access.settings_base import LogSettings
 from live.ingest import register_ingest
 from live.settings import IngestSettings
 from live.uploads import register_uploads

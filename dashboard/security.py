@@ -52,8 +52,8 @@ from flask import Flask, Response, jsonify, request
 from flask.json.provider import JSONProvider
 from pydantic import StringConstraints
 
+from configuration.base import EnvSettings, setting
 from dashboard.request_hooks import RequestHooks
-from data_access.settings_base import EnvSettings, setting
 
 log = logging.getLogger(__name__)
 

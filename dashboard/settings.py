@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from data_access.settings_base import EnvSettings, comma_list, setting
+from configuration.base import EnvSettings, comma_list, setting
 
 DEFAULT_REFRESH_CHOICES_MS = (5000, 10000, 30000, 60000)
 

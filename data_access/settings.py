@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from data_access.settings_base import AwsSettings, setting
+from configuration.base import setting
+from data_access.settings_base import AwsSettings
 
 
 class DataSettings(AwsSettings):

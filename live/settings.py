@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_access.settings_base import EnvSettings, setting
+from configuration.base import EnvSettings, setting
 
 # One event line may not exceed what the compactor accepts (pipeline/schema.py MAX_LINE_BYTES).
 MAX_EVENT_BYTES = 64 * 1024

@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import requests
 
+from configuration.base import setting
 from data_access.alerts import Alert
-from data_access.settings_base import AwsSettings, setting
+from data_access.settings_base import AwsSettings
 from data_access.stores import RecordStore, StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,11 @@ import re
 import sys
 from pathlib import Path
 
+from configuration.base import EnvSettings, LogSettings, MetricsFolderSettings
 from dashboard.security import SecuritySettings
 from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
-from data_access.settings_base import AwsSettings, EnvSettings, LogSettings
+from data_access.settings_base import AwsSettings
 from live.settings import IngestSettings
 from pipeline.notify import NotifySettings
 
@@ -23,7 +24,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 # Marker name -> the models whose own settings its table lists, in order.
 TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
-    "shared": (AwsSettings, LogSettings),
+    "shared": (AwsSettings, LogSettings, MetricsFolderSettings),
     "data": (DataSettings,),
     "dashboard": (DashboardSettings, SecuritySettings),
     "ingest": (IngestSettings,),

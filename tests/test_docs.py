@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_access.settings_base import EnvSettings
+from configuration.base import EnvSettings
 from scripts import settings_doc
 
 ROOT = Path(__file__).resolve().parent.parent

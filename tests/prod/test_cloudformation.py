@@ -71,7 +71,7 @@ SQS_CONSUMER_ACTIONS = {
 }
 # pyarrow's S3FileSystem may upload in parts; an abandoned upload must be cleaned up.
 S3_MULTIPART_EXTRA = {"s3:AbortMultipartUpload"}
-CODE_DIRS = ("auth", "dashboard", "data_access", "live", "pipeline")
+CODE_DIRS = ("auth", "configuration", "dashboard", "data_access", "live", "pipeline")
 
 
 @pytest.fixture(scope="module")

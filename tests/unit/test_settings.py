@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from configuration.base import LogSettings, SettingsError
 from dashboard.security import SecuritySettings
 from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
-from data_access.settings_base import LogSettings, SettingsError
 from live.settings import IngestSettings
 from pipeline.notify import NotifySettings
 
