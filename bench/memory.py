@@ -20,11 +20,19 @@ from pathlib import Path
 
 from bench.ramp import OperatorPool, learn_page, percentile
 from bench.report import Report
-from bench.serving import Served, ServingLake, dashboard_env, pages, serve, serving_lake
+from bench.serving import (
+    Served,
+    ServingLake,
+    dashboard_env,
+    pages,
+    serve,
+    serving_lake,
+    touch_customer,
+)
 from data_access import layout
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
-from data_access.stores import StateStore
+from data_access.stores import Stores
 
 PERIOD_S = 0.5
 
@@ -120,16 +128,16 @@ async def _soak(
         pool = OperatorPool(served.port, model, PERIOD_S)
         await pool.resize(count)
         pools.append(pool)
-    state_store = build_stores(state).state
+    stores = build_stores(state)
     samples: list[tuple[float, dict[int, int]]] = []
     try:
-        await _run_for(settings.warmup_s, settings.bump_every_s, state_store, lake.customer)
+        await _run_for(settings.warmup_s, settings.bump_every_s, stores, lake.customer)
         opened = time.perf_counter()
         samples.append((0.0, served.worker_rss_bytes()))
         elapsed = 0.0
         while elapsed < settings.soak_s:
             step = min(settings.sample_every_s, settings.soak_s - elapsed)
-            await _run_for(step, settings.bump_every_s, state_store, lake.customer)
+            await _run_for(step, settings.bump_every_s, stores, lake.customer)
             elapsed = time.perf_counter() - opened
             samples.append((elapsed, served.worker_rss_bytes()))
         closed = time.perf_counter()
@@ -147,9 +155,7 @@ async def _soak(
     }
 
 
-async def _run_for(
-    seconds: float, bump_every_s: float, state_store: StateStore, customer: str
-) -> None:
+async def _run_for(seconds: float, bump_every_s: float, stores: Stores, customer: str) -> None:
     """Let the operators poll for ``seconds``, moving the data versions now and then."""
     deadline = time.perf_counter() + seconds
     while True:
@@ -158,9 +164,6 @@ async def _run_for(
             return
         await asyncio.sleep(min(bump_every_s, left))
         stamp = f"{time.time():.6f}"
-        for name in (
-            layout.VERSION_BUSINESS_ROLLUP,
-            layout.VERSION_SCREEN_TIME_ROLLUP,
-            layout.customer_version(customer),
-        ):
-            state_store.put(name, stamp)
+        for name in (layout.VERSION_BUSINESS_ROLLUP, layout.VERSION_SCREEN_TIME_ROLLUP):
+            stores.state.put(name, stamp)
+        touch_customer(stores.index, customer)

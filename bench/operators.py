@@ -35,7 +35,15 @@ from pathlib import Path
 from bench.http_client import Connection
 from bench.ramp import Level, Ramp, learn_page, ramp_operators
 from bench.report import Report
-from bench.serving import Served, ServingLake, dashboard_env, pages, serve, serving_lake
+from bench.serving import (
+    Served,
+    ServingLake,
+    dashboard_env,
+    pages,
+    serve,
+    serving_lake,
+    touch_customer,
+)
 from bench.throughput import Throughput, closed_loop, first_answer, held_version, poll_requests
 from data_access import layout
 from data_access.factory import build_stores
@@ -123,17 +131,14 @@ def run_operators(report: Report, folder: Path, *, full: bool) -> None:
 
 async def _move_versions(lake: ServingLake, every_s: float) -> None:
     """Bump the rollups' and the drilled-into customer's data versions every ``every_s``."""
-    state = build_stores(DataSettings(lake_root=lake.lake_root, state_db=lake.state_db)).state
-    names = (
-        layout.VERSION_BUSINESS_ROLLUP,
-        layout.VERSION_SCREEN_TIME_ROLLUP,
-        layout.customer_version(lake.customer),
-    )
+    stores = build_stores(DataSettings(lake_root=lake.lake_root, state_db=lake.state_db))
+    names = (layout.VERSION_BUSINESS_ROLLUP, layout.VERSION_SCREEN_TIME_ROLLUP)
     while True:
         await asyncio.sleep(every_s)
         stamp = f"{time.time():.6f}"
         for name in names:
-            state.put(name, stamp)
+            stores.state.put(name, stamp)
+        touch_customer(stores.index, lake.customer)
 
 
 async def _measure(

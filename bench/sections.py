@@ -329,7 +329,7 @@ def _counting_worker(env: dict[str, str], counts: _Counts, *, tiers: bool):
 def _poll_pattern(lake, *, tiers: bool, ticks: int, bump_every: int, seed: int = 5) -> dict:
     import random
 
-    from bench.serving import dashboard_env
+    from bench.serving import dashboard_env, touch_customer
     from devtools.operators import UPDATE_PATH, PageModel, PageSpec, render_body
     from pipeline.generate import customer_id
 
@@ -360,14 +360,14 @@ def _poll_pattern(lake, *, tiers: bool, ticks: int, bump_every: int, seed: int =
         models[spec] = PageModel(spec, dependencies, content.get_json()["response"], render)
     rng = random.Random(seed)
     tabs = [(models[spec], f"tab-{n}", models[spec].new_panels()) for n, spec in enumerate(specs)]
-    state = build_stores(DataSettings(lake_root=lake.lake_root, state_db=lake.state_db)).state
+    stores = build_stores(DataSettings(lake_root=lake.lake_root, state_db=lake.state_db))
     statuses: dict[int, int] = {}
     for tick in range(ticks + 1):
         if tick and tick % bump_every == 0:
             stamp = f"{time.time():.6f}"
-            state.put(layout.VERSION_BUSINESS_ROLLUP, stamp)
-            state.put(layout.VERSION_SCREEN_TIME_ROLLUP, stamp)
-            state.put(layout.customer_version(customers[tick // bump_every % 3]), stamp)
+            stores.state.put(layout.VERSION_BUSINESS_ROLLUP, stamp)
+            stores.state.put(layout.VERSION_SCREEN_TIME_ROLLUP, stamp)
+            touch_customer(stores.index, customers[tick // bump_every % 3])
         for model, tab, panels in tabs:
             for panel in panels:
                 worker_client = workers[rng.randrange(2)][0]

@@ -13,12 +13,13 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
 
 from bench.http_client import get_once
+from data_access.stores import MetadataIndex
 from devtools.operators import PageSpec
 from devtools.servers import LOOPBACK, REPO_ROOT, free_port, gunicorn_command
 
@@ -216,3 +217,11 @@ def pages(lake: ServingLake) -> dict[str, PageSpec]:
             "naive screen-time customer view", "naive", "/screen-time", customer
         ),
     }
+
+
+def touch_customer(index: MetadataIndex, customer_id: str) -> None:
+    """A new data version for the customer's views, as a re-upload makes one: their latest
+    index record again, with a new upload time."""
+    records = index.customer_days(customer_id, "0001-01-01", "9999-12-31")
+    if records:
+        index.put(replace(records[-1], uploaded_at=time.time()))

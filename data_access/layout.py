@@ -100,10 +100,6 @@ def dates(start: dt.date, end: dt.date) -> list[str]:
 
 # Names of the data versions in the state store. A reader's cache key includes the
 # versions it depends on, so a new write is visible at the next poll.
-def customer_version(customer_id: str) -> str:
-    return f"version:customer:{customer_id}"
-
-
 def screen_time_date_version(date: str) -> str:
     """Changes only when that date's fleet numbers change."""
     return f"version:rollup:screen_time:{date}"

@@ -139,6 +139,35 @@ def customer_versions(stores: Stores, customer_id: str, start: str, end: str) ->
     return sorted(records, key=lambda r: r.date)
 
 
+def customer_data_version(records: list[UploadRecord]) -> str:
+    """A customer's data version over some dates, from their index records: every upload
+    that changes one of those days writes a record with a new hash and upload time."""
+    if not records:
+        return "0"
+    text = ";".join(f"{r.date}:{r.content_hash}:{r.uploaded_at!r}" for r in records)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _CustomerDays:
+    """A view of one customer's days, versioned by their index records: the record each
+    upload writes anyway is the version, so an upload writes no version of its own."""
+
+    def _days(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def versions(self) -> list[str]:
+        return []
+
+    def version_key(self) -> str:
+        first, last = self._days()
+        return f"customer\x1f{self.customer_id}\x1f{first}\x1f{last}"  # type: ignore[attr-defined]
+
+    def read_version(self, stores: Stores) -> str:
+        first, last = self._days()
+        customer_id: str = self.customer_id  # type: ignore[attr-defined]
+        return customer_data_version(stores.index.customer_days(customer_id, first, last))
+
+
 def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
     """Processed rows of customer-days with customer_id, source_date and calendar day.
 
@@ -177,7 +206,18 @@ class Query:
     kind: ClassVar[str] = "query"
 
     def versions(self) -> list[str]:
+        """Names of the data versions in the state store that the answer depends on."""
         raise NotImplementedError
+
+    def version_key(self) -> str:
+        """What the version depends on: queries with equal keys share one version lookup."""
+        return "\x1f".join(self.versions())
+
+    def read_version(self, stores: Stores) -> str:
+        """The answer's data version now: one batched state read."""
+        names = self.versions()
+        values = stores.state.get_many(names)
+        return "|".join(values.get(name, "0") for name in names)
 
     def load(self, stores: Stores) -> pd.DataFrame:
         raise NotImplementedError
@@ -328,19 +368,19 @@ class CustomerSearchQuery(Query):
 
 
 @dataclass(frozen=True)
-class CustomerTrendQuery(DateRange):
+class CustomerTrendQuery(_CustomerDays, DateRange):
     """One customer's daily totals. Days without an upload are absent; an empty upload is zero."""
 
     kind: ClassVar[str] = "customer_trend"
     customer_id: str = ""
 
-    def versions(self) -> list[str]:
-        return [layout.customer_version(self.customer_id)]
+    def _days(self) -> tuple[str, str]:
+        # The day before the range can spill a session past midnight into it.
+        return (self.start - dt.timedelta(days=1)).isoformat(), self.end.isoformat()
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        # The day before the range can spill a session past midnight into it.
-        first = (self.start - dt.timedelta(days=1)).isoformat()
-        records = customer_versions(stores, self.customer_id, first, self.end.isoformat())
+        first, last = self._days()
+        records = customer_versions(stores, self.customer_id, first, last)
         rows = customer_day_rows(stores, records)
         # A stand-in for a pruned record counts only if its part holds the customer's day.
         found = {r.date for r in records if r.content_hash} | set(rows["source_date"])
@@ -356,19 +396,18 @@ class CustomerTrendQuery(DateRange):
 
 
 @dataclass(frozen=True)
-class CustomerDayQuery(Query):
+class CustomerDayQuery(_CustomerDays, Query):
     """One customer-day by app and hour (the processed rows)."""
 
     kind: ClassVar[str] = "customer_day"
     customer_id: str
     day: dt.date
 
-    def versions(self) -> list[str]:
-        return [layout.customer_version(self.customer_id)]
+    def _days(self) -> tuple[str, str]:
+        return (self.day - dt.timedelta(days=1)).isoformat(), self.day.isoformat()
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        day = self.day.isoformat()
-        before = (self.day - dt.timedelta(days=1)).isoformat()
+        before, day = self._days()
         records = customer_versions(stores, self.customer_id, before, day)
         rows = customer_day_rows(stores, records)
         rows = rows[rows["day"] == day].drop(columns=["day"])
@@ -382,7 +421,7 @@ class CustomerDayQuery(Query):
 
 
 @dataclass(frozen=True)
-class CustomerSessionsQuery(Query):
+class CustomerSessionsQuery(_CustomerDays, Query):
     """One customer-day's sessions as the device sent them (raw uploads are kept 30 days),
     shown only when those bytes are the version that passed validation and was processed."""
 
@@ -390,8 +429,8 @@ class CustomerSessionsQuery(Query):
     customer_id: str
     day: dt.date
 
-    def versions(self) -> list[str]:
-        return [layout.customer_version(self.customer_id)]
+    def _days(self) -> tuple[str, str]:
+        return self.day.isoformat(), self.day.isoformat()
 
     def load(self, stores: Stores) -> pd.DataFrame:
         columns = {

@@ -171,24 +171,22 @@ class DataService:
 
     def version(self, query: Query) -> str:
         """The data version the query's answer depends on; cheap, memoised for about a second."""
-        names = query.versions()
-        memo_key = "\x1f".join(names)
+        memo_key = query.version_key()
         cached = self._versions.get(memo_key)
         if cached is not None:
             return cached  # type: ignore[return-value]
-        version = self._read_version(names)
+        version = self._read_version(query)
         # An unknown version is remembered as briefly as a real one, so a poll (gate, then
         # fetch) waits on a failing store once, not twice.
         self._versions.set(memo_key, version)
         return version
 
-    def _read_version(self, names: list[str]) -> str:
+    def _read_version(self, query: Query) -> str:
         try:
-            values = self.stores.state.get_many(names)
+            return query.read_version(self.stores)
         except StoreUnavailable as exc:
             log.warning("version lookup failed, treating as unknown: %s", exc)
             return UNKNOWN_VERSION
-        return "|".join(values.get(name, "0") for name in names)
 
     @staticmethod
     def cache_key(query: Query, version: str) -> str:
@@ -273,8 +271,7 @@ class DataService:
         if last is not None and last.provenance.version == pinned:  # type: ignore[attr-defined]
             return last  # type: ignore[return-value]
         # Read fresh, not from the version memo: a second-old version could be a moved one.
-        names = query.versions()
-        current = self._read_version(names)
+        current = self._read_version(query)
         if current != pinned:
             raise VersionGone(pinned, current)
         try:
@@ -282,7 +279,7 @@ class DataService:
         except StoreUnavailable as exc:
             self.counters.lake_errors += 1
             raise NoData(f"lake unreachable for {query.kind}: {exc}") from exc
-        after = self._read_version(names)
+        after = self._read_version(query)
         if after != pinned:
             raise VersionGone(pinned, after)
         as_of = self._clock()

@@ -498,10 +498,6 @@ def publish(stores: Stores, outcomes: list[ProcessOutcome], now: float | None = 
     stamp = time.time() if now is None else now
     changed = [o for o in outcomes if o.status in ("processed", "replaced")]
     quarantined = [o for o in outcomes if o.status == "quarantined"]
-    latest = {o.customer_id: o for o in changed}
-    for customer_id, outcome in latest.items():
-        version = _version_value(stamp, outcome.content_hash)
-        stores.state.put(layout.customer_version(str(customer_id)), version)
     if changed:
         stores.state.put(
             layout.VERSION_LATEST_UPLOAD, _version_value(stamp, changed[-1].content_hash)

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data_access import layout
+from data_access.queries import CustomerDayQuery, customer_data_version
 from data_access.settings import DataSettings
 from data_access.stores import Stores
 from pipeline import compact, generate, process, rollup, schema
@@ -94,6 +95,11 @@ def sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def customer_view_version(stores: Stores, customer_id: str = "c0000042") -> str:
+    """The data version of the customer's day view of DAY."""
+    return CustomerDayQuery(customer_id, DAY).read_version(stores)
+
+
 def listing(stores: Stores, prefix: str = "") -> list[tuple[str, int, float]]:
     return [(i.key, i.size, i.modified) for i in stores.lake.list(prefix)]
 
@@ -166,9 +172,39 @@ def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
         == len(local_stores.lake.read_bytes(object_key))
     )
     assert record.uploaded_at == NOW
-    version = local_stores.state.get("version:customer:c0000042")
+    version = local_stores.state.get("version:screen_time:latest_upload")
     assert version == f"{NOW:.6f}-{record.content_hash[:12]}"
-    assert local_stores.state.get("version:screen_time:latest_upload") == version
+
+
+def test_a_customers_views_are_versioned_by_their_index_records(local_stores: Stores) -> None:
+    from data_access.queries import CustomerTrendQuery
+
+    trend = CustomerTrendQuery(DAY - dt.timedelta(days=6), DAY, customer_id="c0000042")
+    day = CustomerDayQuery("c0000042", DAY)
+    assert trend.read_version(local_stores) == day.read_version(local_stores) == "0"
+    put(local_stores, KEY, upload_bytes(SESSIONS))
+    process.process_upload(local_stores, KEY, now=NOW)
+    first = trend.read_version(local_stores), day.read_version(local_stores)
+    assert "0" not in first
+    # No state write per upload: the record the upload wrote is the version.
+    assert local_stores.state.get("version:customer:c0000042") is None
+    # Another customer's upload, and the same bytes again, leave the version alone.
+    other = "raw/screen_time/c0000043/2026-11-01.json"
+    put(local_stores, other, upload_bytes(SESSIONS, customer_id="c0000043"))
+    process.process_upload(local_stores, other, now=NOW + 30)
+    assert process.process_upload(local_stores, KEY, now=NOW + 40).status == "duplicate"
+    assert (trend.read_version(local_stores), day.read_version(local_stores)) == first
+    # A corrected re-upload is a new version of every view that shows that day.
+    put(local_stores, KEY, upload_bytes(SESSIONS[:1]))
+    assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "replaced"
+    second = trend.read_version(local_stores), day.read_version(local_stores)
+    assert second[0] != first[0] and second[1] != first[1]
+    # A day outside a view's dates does not move it.
+    later = DAY + dt.timedelta(days=2)
+    key = f"raw/screen_time/c0000042/{later.isoformat()}.json"
+    put(local_stores, key, upload_bytes([], date=later))
+    process.process_upload(local_stores, key, now=NOW + 90)
+    assert (trend.read_version(local_stores), day.read_version(local_stores)) == second
 
 
 def test_midnight_split_puts_seconds_on_both_days_and_keeps_totals(local_stores: Stores) -> None:
@@ -289,12 +325,12 @@ def test_processing_twice_is_a_duplicate_that_writes_nothing(local_stores: Store
     put(local_stores, KEY, upload_bytes(SESSIONS))
     process.process_upload(local_stores, KEY, now=NOW)
     before = listing(local_stores)
-    version = local_stores.state.get("version:customer:c0000042")
+    version = customer_view_version(local_stores)
 
     outcome = process.process_upload(local_stores, KEY, now=NOW + 60)
     assert outcome.status == "duplicate"
     assert listing(local_stores) == before
-    assert local_stores.state.get("version:customer:c0000042") == version
+    assert customer_view_version(local_stores) == version
 
 
 def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
@@ -326,7 +362,7 @@ def test_corrected_reupload_replaces_the_day(local_stores: Stores) -> None:
     assert table.column("app_id").to_pylist() == ["com.instagram.android"]
     assert set(table.column("content_hash").to_pylist()) == {sha(corrected)[:16]}
     assert local_stores.records.scan("superseded") == []
-    assert local_stores.state.get("version:customer:c0000042").startswith(f"{NOW + 60:.6f}-")
+    assert customer_view_version(local_stores) == customer_data_version([record])
 
 
 def test_replaced_version_the_summaries_hold_stays_until_the_rollup_subtracts_it(
@@ -566,7 +602,7 @@ def test_requeue_missed_queues_rewritten_bytes_and_processing_finds_duplicates(
     first = process.drain(local_stores)
     assert (first.processed, first.quarantined) == (1, 1)
     before = listing(local_stores, "processed/") + listing(local_stores, "quarantine/")
-    version = local_stores.state.get("version:customer:c0000042")
+    version = customer_view_version(local_stores)
 
     # The same bytes written again, their notifications lost: newer than when they were
     # handled, so queued again; processing finds them duplicates and writes nothing.
@@ -576,7 +612,7 @@ def test_requeue_missed_queues_rewritten_bytes_and_processing_finds_duplicates(
     again = process.drain(local_stores)
     assert (again.duplicate, again.processed, again.quarantined, again.handled) == (2, 0, 0, 2)
     assert listing(local_stores, "processed/") + listing(local_stores, "quarantine/") == before
-    assert local_stores.state.get("version:customer:c0000042") == version
+    assert customer_view_version(local_stores) == version
 
 
 def test_process_upload_refuses_keys_outside_screen_time(local_stores: Stores) -> None:
