@@ -1,71 +1,19 @@
 """Settings for authentication, built once from the environment.
 
-=========================  ==========================================  =========================
-variable                   meaning                                     default
-=========================  ==========================================  =========================
-``AUTH_MODE``              ``oidc``, ``alb`` or ``dev``                ``dev`` (must be explicit
-                                                                       in production)
-``APP_ENV``                ``production`` enforces the checks below    ``development``
-``SECRET_KEY``             signs the session cookie; required in       random per process (dev)
-                           production, at least 32 characters
-``OIDC_ISSUER``            issuer URL, exactly as the provider's       required for ``oidc``
-                           ``iss``; discovery is read from
-                           ``<issuer>/.well-known/openid-configuration``
-``OIDC_CLIENT_ID``         client id registered at the provider        required for ``oidc``
-``OIDC_CLIENT_SECRET``     client secret (confidential client)         required for ``oidc``
-``OIDC_TRUSTED_AUDIENCES`` other audiences an ID token may also name   none
-                           (comma-separated); any other is refused
-``OIDC_SCOPES``            scopes asked for                            ``openid email profile``
-``OIDC_REDIRECT_URI``      callback URL registered at the provider     built from the request
-                                                                       (``/auth/callback``)
-``OIDC_ROLES_CLAIM``       dotted path to the claim holding groups     ``groups``
-                           (``realm_access.roles``, ``cognito:groups``)
-``ROLE_MAP``               ``group=role,...``; roles are viewer,       required for ``oidc``
-                           operator, admin; the highest match wins     and ``alb``
-``OIDC_LEEWAY_SECONDS``    clock skew allowed on exp/iat/nbf           ``60``
-``OIDC_TIMEOUT_SECONDS``   whole-call deadline of each call to the     ``5``
-                           provider (and of one sign-in's calls
-                           together); also the ALB key fetch's
-``OIDC_CACHE_SECONDS``     how long discovery and the JWKS are kept    ``300``
-``OIDC_MAX_CONCURRENT_CALLS`` threads per worker that may call or     ``2``
-                           wait on the provider at once; more get a
-                           503 "busy" page at once
-``SESSION_IDLE_MINUTES``   a session unused this long ends             ``60``
-``SESSION_MAX_HOURS``      a session ends this long after sign-in      ``12``
-``SESSION_RECHECK_SECONDS`` how long a worker trusts a session it     ``5``
-                           looked up; a session ended on another
-                           worker is refused here within this time
-                           (``0``: every request asks the store)
-``SESSION_KIOSK_USERS``    e-mails (comma-separated) whose background  none
-                           polls count as activity, for unattended
-                           wall screens; others idle out while only
-                           polling
-``ALB_REGION``             region of the load balancer (key URL)       empty
-``ALB_KEY_URL``            public key URL template with ``{kid}``      ``https://public-keys.
-                                                                       auth.elb.{region}.
-                                                                       amazonaws.com/{kid}``
-``ALB_EXPECTED_SIGNER``    ARN of the load balancer that signs         required for ``alb``
-``ALB_LOGOUT_URL``         where ``/logout`` sends the browser after   ``/signed-out``
-                           expiring the ALB cookies (the provider's
-                           logout endpoint)
-``PROXY_FIX_X_FOR``        trusted proxies setting X-Forwarded-For     ``0`` (off)
-``PROXY_FIX_X_PROTO``      ... X-Forwarded-Proto                       ``0``
-``PROXY_FIX_X_HOST``       ... X-Forwarded-Host                        ``0``
-``PROXY_FIX_X_PORT``       ... X-Forwarded-Port                        ``0``
-``PROXY_FIX_X_PREFIX``     ... X-Forwarded-Prefix                      ``0``
-``DEV_USER``               e-mail of the fixed ``dev`` user            ``dev@localhost``
-``DEV_ROLE``               role of the fixed ``dev`` user              ``admin``
-=========================  ==========================================  =========================
+One pydantic-settings model (``configuration.base``): the README's Sign-in table is rendered
+from it. Checks that depend on several settings (what production or a mode needs) are in
+``AuthSettings.problems``, which ``init_auth`` turns into a refusal to start.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, model_validator
 
 from auth.roles import ROLES
+from configuration.base import EnvSettings, comma_list, setting
 
 AuthMode = Literal["dev", "oidc", "alb"]
 AUTH_MODES = ("dev", "oidc", "alb")
@@ -89,17 +37,18 @@ def parse_role_map(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return value
+def _role_map(value: object) -> object:
+    return parse_role_map(value) if isinstance(value, str) else value
+
+
+def _scopes(value: object) -> object:
+    """Space- or comma-separated, as the provider's documentation may write them."""
+    return " ".join(value.replace(",", " ").split()) if isinstance(value, str) else value
+
+
+def _lower_case_list(value: object) -> object:
+    listed = comma_list(value)
+    return tuple(item.lower() for item in listed) if isinstance(listed, tuple) else listed
 
 
 @dataclass(frozen=True)
@@ -117,90 +66,219 @@ class ProxyFixCounts:
         return any((self.x_for, self.x_proto, self.x_host, self.x_port, self.x_prefix))
 
 
-@dataclass(frozen=True)
-class AuthSettings:
-    mode: AuthMode = "dev"
-    mode_explicit: bool = False
-    secret_key: str = ""
-    production: bool = False
-    dev_user: str = "dev@localhost"
-    dev_role: str = "admin"
-    oidc_issuer: str = ""
-    oidc_client_id: str = ""
-    oidc_client_secret: str = field(default="", repr=False)
-    oidc_trusted_audiences: tuple[str, ...] = ()
-    oidc_scopes: str = "openid email profile"
-    oidc_redirect_uri: str = ""
-    oidc_roles_claim: str = "groups"
-    role_map: tuple[tuple[str, str], ...] = ()
-    oidc_leeway_seconds: int = 60
-    oidc_timeout_seconds: int = 5
-    oidc_cache_seconds: int = 300
-    oidc_max_concurrent_calls: int = 2
-    session_idle_minutes: int = 60
-    session_max_hours: int = 12
-    session_recheck_seconds: int = 5
-    session_kiosk_users: tuple[str, ...] = ()
-    alb_region: str = ""
-    alb_key_url: str = ""
-    alb_expected_signer: str = ""
-    alb_logout_url: str = ""
-    proxy_fix: ProxyFixCounts = ProxyFixCounts()
+# Read without surrounding blanks; blanks alone mean the default.
+_TRIMMED = (
+    "mode",
+    "oidc_issuer",
+    "oidc_client_id",
+    "oidc_redirect_uri",
+    "oidc_roles_claim",
+    "alb_region",
+    "alb_key_url",
+    "alb_expected_signer",
+    "alb_logout_url",
+)
 
+
+def _count(name: str, header: str) -> Any:
+    return setting(
+        0,
+        name,
+        description=f"trusted proxies setting `{header}` (1 behind an ALB; `0`: the header "
+        "is ignored)",
+        ge=0,
+    )
+
+
+class AuthSettings(EnvSettings):
+    mode: AuthMode = setting(
+        "dev",
+        "AUTH_MODE",
+        description="`oidc`, `alb` or `dev`",
+        shown_default="`dev` (must be set explicitly in production)",
+    )
+    # Whether AUTH_MODE was given: production refuses to fall back to ``dev``.
+    mode_explicit: bool = False
+    app_env: str = setting(
+        "development",
+        "APP_ENV",
+        description="`production` refuses to start without `SECRET_KEY`, an explicit "
+        "`AUTH_MODE`, or in `dev` mode",
+    )
+    secret_key: str = setting(
+        "",
+        "SECRET_KEY",
+        description="signs the session cookie; at least 32 characters in production; the same "
+        "on every instance",
+        shown_default="random per process (dev only)",
+        repr=False,
+    )
+    dev_user: str = setting(
+        "dev@localhost", "DEV_USER", description="e-mail of the fixed user of `dev` mode"
+    )
+    dev_role: str = setting(
+        "admin",
+        "DEV_ROLE",
+        description="role of the fixed user of `dev` mode: viewer, operator or admin",
+    )
+    oidc_issuer: str = setting(
+        "",
+        "OIDC_ISSUER",
+        description="must equal the provider's `iss` exactly; discovery is read from "
+        "`<issuer>/.well-known/openid-configuration`",
+        shown_default="required for `oidc`",
+    )
+    oidc_client_id: str = setting(
+        "",
+        "OIDC_CLIENT_ID",
+        description="client id registered at the provider",
+        shown_default="required for `oidc`",
+    )
+    oidc_client_secret: str = setting(
+        "",
+        "OIDC_CLIENT_SECRET",
+        description="client secret (a confidential client)",
+        shown_default="required for `oidc`",
+        repr=False,
+    )
+    oidc_trusted_audiences: Annotated[tuple[str, ...], BeforeValidator(comma_list)] = setting(
+        (),
+        "OIDC_TRUSTED_AUDIENCES",
+        description="other audiences an ID token may also name (comma-separated); a token "
+        "naming any other audience is refused",
+    )
+    oidc_scopes: Annotated[str, BeforeValidator(_scopes)] = setting(
+        "openid email profile", "OIDC_SCOPES", description="scopes asked for"
+    )
+    oidc_redirect_uri: str = setting(
+        "",
+        "OIDC_REDIRECT_URI",
+        description="callback URL registered at the provider",
+        shown_default="from the request (`/auth/callback`)",
+    )
+    oidc_roles_claim: str = setting(
+        "groups",
+        "OIDC_ROLES_CLAIM",
+        description="dotted path to the groups claim (`groups`, `cognito:groups`, "
+        "`realm_access.roles`, `hd`)",
+    )
+    role_map: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_role_map)] = setting(
+        (),
+        "ROLE_MAP",
+        description="`group=role,...` with roles viewer, operator, admin; the highest match wins",
+        shown_default="required for `oidc` and `alb`",
+    )
+    oidc_leeway_seconds: int = setting(
+        60,
+        "OIDC_LEEWAY_SECONDS",
+        description="clock skew allowed on `exp`/`iat`/`nbf`",
+        ge=0,
+    )
+    oidc_timeout_seconds: int = setting(
+        5,
+        "OIDC_TIMEOUT_SECONDS",
+        description="whole-call deadline (total time, not per read) of each call to the "
+        "provider, also shared by one sign-in's calls together; also bounds the ALB key fetch "
+        "(at least 1 in `oidc` and `alb` modes)",
+        ge=0,
+    )
+    oidc_cache_seconds: int = setting(
+        300,
+        "OIDC_CACHE_SECONDS",
+        description="how long discovery and the JWKS are reused before one thread refreshes them",
+        ge=0,
+    )
+    oidc_max_concurrent_calls: int = setting(
+        2,
+        "OIDC_MAX_CONCURRENT_CALLS",
+        description="threads per worker that may call or wait on the provider (or the ALB key "
+        'endpoint) at once; a sign-in that finds none free gets a 503 "identity provider busy" '
+        "page at once (at least 1 in `oidc` and `alb` modes)",
+        ge=0,
+    )
+    session_idle_minutes: int = setting(
+        60,
+        "SESSION_IDLE_MINUTES",
+        description="a session unused this long ends (at least 1)",
+        ge=0,
+    )
+    session_max_hours: int = setting(
+        12,
+        "SESSION_MAX_HOURS",
+        description="a session ends this long after sign-in (at least 1)",
+        ge=0,
+    )
+    session_recheck_seconds: int = setting(
+        5,
+        "SESSION_RECHECK_SECONDS",
+        description="how long a worker reuses a session it looked up in the store; a session "
+        "ended on another worker or instance is refused here within this many seconds (`0`: "
+        "every request asks the store)",
+        ge=0,
+    )
+    session_kiosk_users: Annotated[tuple[str, ...], BeforeValidator(_lower_case_list)] = setting(
+        (),
+        "SESSION_KIOSK_USERS",
+        description="e-mail addresses (comma-separated) whose background polls count as "
+        "activity, for unattended wall screens; others idle out while only polling",
+    )
+    alb_region: str = setting(
+        "", "ALB_REGION", description="region of the load balancer, for its key URL"
+    )
+    alb_key_url: str = setting(
+        "",
+        "ALB_KEY_URL",
+        description="public key URL template with `{kid}`",
+        shown_default=f"`{ALB_PUBLIC_KEY_URL}` with `ALB_REGION`",
+    )
+    alb_expected_signer: str = setting(
+        "",
+        "ALB_EXPECTED_SIGNER",
+        description="ARN of the load balancer that signs `x-amzn-oidc-data`",
+        shown_default="required for `alb`",
+    )
+    alb_logout_url: str = setting(
+        "",
+        "ALB_LOGOUT_URL",
+        description="where `/logout` sends the browser after expiring the ALB cookies (the "
+        "provider's logout endpoint)",
+        shown_default="`/signed-out`",
+    )
+    proxy_fix_x_for: int = _count("PROXY_FIX_X_FOR", "X-Forwarded-For")
+    proxy_fix_x_proto: int = _count("PROXY_FIX_X_PROTO", "X-Forwarded-Proto")
+    proxy_fix_x_host: int = _count("PROXY_FIX_X_HOST", "X-Forwarded-Host")
+    proxy_fix_x_port: int = _count("PROXY_FIX_X_PORT", "X-Forwarded-Port")
+    proxy_fix_x_prefix: int = _count("PROXY_FIX_X_PREFIX", "X-Forwarded-Prefix")
+
+    @model_validator(mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthSettings:
-        env = os.environ if env is None else env
-        mode = env.get("AUTH_MODE", "").strip()
-        if mode and mode not in AUTH_MODES:
-            raise ValueError(f"AUTH_MODE must be dev, oidc or alb, not {mode!r}")
-        region = env.get("ALB_REGION", "").strip()
-        default_key_url = ALB_PUBLIC_KEY_URL.replace("{region}", region) if region else ""
-        return cls(
-            mode=mode or "dev",  # type: ignore[arg-type]
-            mode_explicit=bool(mode),
-            secret_key=env.get("SECRET_KEY", ""),
-            production=env.get("APP_ENV", "development") == "production",
-            dev_user=env.get("DEV_USER", cls.dev_user),
-            dev_role=env.get("DEV_ROLE", cls.dev_role),
-            oidc_issuer=env.get("OIDC_ISSUER", "").strip(),
-            oidc_client_id=env.get("OIDC_CLIENT_ID", "").strip(),
-            oidc_client_secret=env.get("OIDC_CLIENT_SECRET", ""),
-            oidc_trusted_audiences=tuple(
-                value.strip()
-                for value in env.get("OIDC_TRUSTED_AUDIENCES", "").split(",")
-                if value.strip()
-            ),
-            oidc_scopes=" ".join(env.get("OIDC_SCOPES", cls.oidc_scopes).replace(",", " ").split()),
-            oidc_redirect_uri=env.get("OIDC_REDIRECT_URI", "").strip(),
-            oidc_roles_claim=env.get("OIDC_ROLES_CLAIM", "").strip() or cls.oidc_roles_claim,
-            role_map=parse_role_map(env.get("ROLE_MAP", "")),
-            oidc_leeway_seconds=_int(env, "OIDC_LEEWAY_SECONDS", cls.oidc_leeway_seconds),
-            oidc_timeout_seconds=_int(env, "OIDC_TIMEOUT_SECONDS", cls.oidc_timeout_seconds),
-            oidc_cache_seconds=_int(env, "OIDC_CACHE_SECONDS", cls.oidc_cache_seconds),
-            oidc_max_concurrent_calls=_int(
-                env, "OIDC_MAX_CONCURRENT_CALLS", cls.oidc_max_concurrent_calls
-            ),
-            session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", cls.session_idle_minutes),
-            session_max_hours=_int(env, "SESSION_MAX_HOURS", cls.session_max_hours),
-            session_recheck_seconds=_int(
-                env, "SESSION_RECHECK_SECONDS", cls.session_recheck_seconds
-            ),
-            session_kiosk_users=tuple(
-                value.strip().lower()
-                for value in env.get("SESSION_KIOSK_USERS", "").split(",")
-                if value.strip()
-            ),
-            alb_region=region,
-            alb_key_url=env.get("ALB_KEY_URL", "").strip() or default_key_url,
-            alb_expected_signer=env.get("ALB_EXPECTED_SIGNER", "").strip(),
-            alb_logout_url=env.get("ALB_LOGOUT_URL", "").strip(),
-            proxy_fix=ProxyFixCounts(
-                x_for=_int(env, "PROXY_FIX_X_FOR", 0),
-                x_proto=_int(env, "PROXY_FIX_X_PROTO", 0),
-                x_host=_int(env, "PROXY_FIX_X_HOST", 0),
-                x_port=_int(env, "PROXY_FIX_X_PORT", 0),
-                x_prefix=_int(env, "PROXY_FIX_X_PREFIX", 0),
-            ),
+    def _derived(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        values = dict(data)
+        for name in _TRIMMED:
+            if isinstance(values.get(name), str):
+                values[name] = values[name].strip()
+                if not values[name]:
+                    del values[name]
+        values.setdefault("mode_explicit", "mode" in values)
+        region = values.get("alb_region")
+        if region and not values.get("alb_key_url"):
+            values["alb_key_url"] = ALB_PUBLIC_KEY_URL.replace("{region}", region)
+        return values
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def proxy_fix(self) -> ProxyFixCounts:
+        return ProxyFixCounts(
+            x_for=self.proxy_fix_x_for,
+            x_proto=self.proxy_fix_x_proto,
+            x_host=self.proxy_fix_x_host,
+            x_port=self.proxy_fix_x_port,
+            x_prefix=self.proxy_fix_x_prefix,
         )
 
     def problems(self) -> list[str]:

@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from auth.settings import AuthSettings
 from configuration.base import EnvSettings, LogSettings, MetricsFolderSettings
 from dashboard.security import SecuritySettings
 from dashboard.settings import DashboardSettings
@@ -27,6 +28,7 @@ TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "shared": (AwsSettings, LogSettings, MetricsFolderSettings),
     "data": (DataSettings,),
     "dashboard": (DashboardSettings, SecuritySettings),
+    "sign-in": (AuthSettings,),
     "ingest": (IngestSettings,),
     "notify": (NotifySettings,),
 }

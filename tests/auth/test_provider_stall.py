@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
@@ -268,7 +267,7 @@ def test_a_dripping_alb_key_endpoint_is_a_503_json_answer_within_the_deadline(
     stalling.mode = "drip"
     key = ECKey.generate_key("P-256")
     settings = alb_settings_with_url(f"{stalling.url}/keys/{{kid}}")
-    app = build_app(replace(settings, oidc_timeout_seconds=DEADLINE_SECONDS), records)
+    app = build_app(settings.model_copy(update={"oidc_timeout_seconds": DEADLINE_SECONDS}), records)
 
     started = time.monotonic()
     response = app.test_client().get(
