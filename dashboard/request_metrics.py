@@ -24,11 +24,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import os
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 from flask import Flask, Response, abort, g, request
 from prometheus_client import (
@@ -43,6 +41,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from auth.guard import current_user
+from configuration.base import MetricsFolderSettings, setting
 from dashboard.request_hooks import RequestHooks
 from data_access.active_sessions import SessionTracker, count_active
 from data_access.stores import RecordStore, StoreUnavailable
@@ -53,24 +52,16 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
-    """| variable | default | meaning |
-    |---|---|---|
-    | PROMETHEUS_MULTIPROC_DIR | (none) | folder shared by the gunicorn workers' metric files |
-    | METRICS_TOKEN | (none) | bearer token for ``/metrics``; without it loopback only |
-    """
+class MetricsSettings(MetricsFolderSettings):
+    """Where the workers' metric files are (``PROMETHEUS_MULTIPROC_DIR``, shared with gunicorn
+    and the collector) and who may read ``/metrics``."""
 
-    multiproc_dir: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MetricsSettings:
-        env = os.environ if env is None else env
-        return cls(
-            multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-            token=env.get("METRICS_TOKEN") or None,
-        )
+    token: str | None = setting(
+        None,
+        "METRICS_TOKEN",
+        description="bearer token for `/metrics`; without it `/metrics` answers loopback only",
+        repr=False,
+    )
 
 
 class _ActiveSessions:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from auth.settings import AuthSettings
 from configuration.base import EnvSettings, LogSettings, MetricsFolderSettings
+from dashboard.request_metrics import MetricsSettings
 from dashboard.security import SecuritySettings
 from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
@@ -27,7 +28,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "shared": (AwsSettings, LogSettings, MetricsFolderSettings),
     "data": (DataSettings,),
-    "dashboard": (DashboardSettings, SecuritySettings),
+    "dashboard": (DashboardSettings, SecuritySettings, MetricsSettings),
     "sign-in": (AuthSettings,),
     "ingest": (IngestSettings,),
     "notify": (NotifySettings,),
