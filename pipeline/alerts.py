@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 
+from configuration.base import EnvSettings, setting
 from data_access import layout
 from data_access.alerts import (
     OPEN_KIND,
@@ -41,41 +42,96 @@ from pipeline.notify import AlertEvent, Notifier
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    """Thresholds. Each field is read from ``ALERT_<FIELD NAME IN CAPITALS>``, e.g.
-    ``ALERT_CPU_PERCENT=80``; the defaults below apply otherwise."""
+def _threshold(default: float, name: str, description: str, **bounds: Any) -> Any:
+    """A threshold read from ``ALERT_<NAME>``, e.g. ``ALERT_CPU_PERCENT=80``."""
+    return setting(default, f"ALERT_{name.upper()}", description=description, **bounds)
 
-    window_minutes: float = 5  # metric rules average over this window
-    revenue_drop_ratio: float = 0.20  # error when today is down this much vs yesterday
-    revenue_min_baseline: float = 100.0  # ignore drops while yesterday's figure is tiny
-    revenue_lag_minutes: float = 10  # compare up to now minus this (compaction lag)
-    error_rate_warning: float = 0.02
-    error_rate_error: float = 0.05
-    latency_p95_ms: float = 1000.0  # warning
-    latency_p99_ms: float = 2500.0  # error
-    cpu_percent: float = 90.0  # warning
-    memory_percent: float = 90.0  # warning
-    disk_percent_warning: float = 85.0
-    disk_percent_error: float = 95.0
-    no_uploads_minutes: float = 60  # warning
-    no_events_minutes: float = 15  # warning
-    quarantine_spike: int = 10  # warning at this many new quarantined inputs per window
-    quarantine_window_minutes: float = 15
-    cache_hit_ratio_min: float = 0.5  # info below this
-    cache_hit_ratio_drop: float = 0.2  # info when this far below the previous hour
-    cache_min_reads: int = 20  # judge the ratio only over at least this many reads
-    cache_window_minutes: float = 15
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AlertSettings:
-        env = os.environ if env is None else env
-        values = {}
-        for item in fields(cls):
-            raw = env.get(f"ALERT_{item.name.upper()}")
-            if raw is not None:
-                values[item.name] = int(raw) if item.type == "int" else float(raw)
-        return cls(**values)
+_PERCENT = {"ge": 0, "le": 100}
+_RATIO = {"ge": 0, "le": 1}
+
+
+class AlertSettings(EnvSettings):
+    """The thresholds of the alert rules, each read from ``ALERT_<FIELD NAME IN CAPITALS>``."""
+
+    window_minutes: float = _threshold(
+        5, "window_minutes", "metric rules average over this many minutes", gt=0
+    )
+    revenue_drop_ratio: float = _threshold(
+        0.20,
+        "revenue_drop_ratio",
+        "error when today's revenue so far is down this share against yesterday's",
+        **_RATIO,
+    )
+    revenue_min_baseline: float = _threshold(
+        100.0,
+        "revenue_min_baseline",
+        "drops are not judged while yesterday's revenue is below this",
+        ge=0,
+    )
+    revenue_lag_minutes: float = _threshold(
+        10,
+        "revenue_lag_minutes",
+        "revenue is compared up to this many minutes ago (compaction lag)",
+        ge=0,
+    )
+    error_rate_warning: float = _threshold(
+        0.02, "error_rate_warning", "warning at this share of 5xx answers", **_RATIO
+    )
+    error_rate_error: float = _threshold(
+        0.05, "error_rate_error", "error at this share of 5xx answers", **_RATIO
+    )
+    latency_p95_ms: float = _threshold(
+        1000.0, "latency_p95_ms", "warning when p95 request latency passes this (ms)", gt=0
+    )
+    latency_p99_ms: float = _threshold(
+        2500.0, "latency_p99_ms", "error when p99 request latency passes this (ms)", gt=0
+    )
+    cpu_percent: float = _threshold(
+        90.0, "cpu_percent", "warning when a host's CPU use passes this (%)", **_PERCENT
+    )
+    memory_percent: float = _threshold(
+        90.0, "memory_percent", "warning when a host's memory use passes this (%)", **_PERCENT
+    )
+    disk_percent_warning: float = _threshold(
+        85.0, "disk_percent_warning", "warning when a host's disk use passes this (%)", **_PERCENT
+    )
+    disk_percent_error: float = _threshold(
+        95.0, "disk_percent_error", "error when a host's disk use passes this (%)", **_PERCENT
+    )
+    no_uploads_minutes: float = _threshold(
+        60,
+        "no_uploads_minutes",
+        "warning when no device upload arrived for this many minutes",
+        gt=0,
+    )
+    no_events_minutes: float = _threshold(
+        15, "no_events_minutes", "warning when no ingest event arrived for this many minutes", gt=0
+    )
+    quarantine_spike: int = _threshold(
+        10,
+        "quarantine_spike",
+        "warning at this many newly quarantined inputs within the quarantine window",
+        ge=1,
+    )
+    quarantine_window_minutes: float = _threshold(
+        15, "quarantine_window_minutes", "the window quarantined inputs are counted over", gt=0
+    )
+    cache_hit_ratio_min: float = _threshold(
+        0.5, "cache_hit_ratio_min", "info when the cache hit ratio is below this", **_RATIO
+    )
+    cache_hit_ratio_drop: float = _threshold(
+        0.2,
+        "cache_hit_ratio_drop",
+        "info when the cache hit ratio is this far below the previous hour's",
+        **_RATIO,
+    )
+    cache_min_reads: int = _threshold(
+        20, "cache_min_reads", "the hit ratio is judged only over at least this many reads", ge=1
+    )
+    cache_window_minutes: float = _threshold(
+        15, "cache_window_minutes", "the window the cache hit ratio is taken over", gt=0
+    )
 
 
 @dataclass(frozen=True)

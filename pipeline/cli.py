@@ -171,9 +171,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from pipeline.simulate import SimulateOptions, simulate
+    from pipeline.simulate import SimulateOptions, SimulatorSettings, simulate
 
-    api_key = args.api_key or os.environ.get("MC_API_KEY")
+    api_key = args.api_key or SimulatorSettings.from_env().api_key
     if not api_key:
         print("an API key is needed: --api-key or MC_API_KEY", file=sys.stderr)
         return 2

@@ -24,9 +24,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
+from pydantic import model_validator
 
+from configuration.base import MetricsFolderSettings, setting
 from data_access.active_sessions import count_active
 from data_access.stores import Lake, RecordStore, StoreUnavailable
 
@@ -42,30 +45,32 @@ CACHE_READ_TIERS = ("memory", "cache", "lake")
 PROBE_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-@dataclass(frozen=True)
-class CollectorSettings:
-    """| variable | default | meaning |
-    |---|---|---|
-    | COLLECT_INTERVAL_SECONDS | 10 | how often to sample |
-    | METRICS_HOST | the host name | the ``host`` of every point |
-    | COLLECT_DISK_PATH | / | the file system whose use is reported |
-    | PROMETHEUS_MULTIPROC_DIR | (none) | where the web workers' request metrics are |
-    """
+class CollectorSettings(MetricsFolderSettings):
+    """What the collector samples, how often, and under which host name; the web workers'
+    request metrics are read from ``PROMETHEUS_MULTIPROC_DIR`` (the shared declaration)."""
 
-    interval_seconds: float = 10.0
-    host: str = ""
-    disk_path: str = "/"
-    multiproc_dir: str | None = None
+    interval_seconds: float = setting(
+        10.0,
+        "COLLECT_INTERVAL_SECONDS",
+        description="sample host and request metrics every this many seconds",
+        gt=0,
+    )
+    host: str = setting(
+        "",
+        "METRICS_HOST",
+        description="host name on collected points",
+        shown_default="the host name",
+    )
+    disk_path: str = setting(
+        "/", "COLLECT_DISK_PATH", description="file system whose use is reported", min_length=1
+    )
 
+    @model_validator(mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CollectorSettings:
-        env = os.environ if env is None else env
-        return cls(
-            interval_seconds=float(env.get("COLLECT_INTERVAL_SECONDS", cls.interval_seconds)),
-            host=env.get("METRICS_HOST") or socket.gethostname(),
-            disk_path=env.get("COLLECT_DISK_PATH", cls.disk_path),
-            multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        )
+    def _this_host(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("host"):
+            return {**data, "host": socket.gethostname()}
+        return data
 
 
 Point = tuple[str, float]

@@ -25,8 +25,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from typing import Annotated, Literal, Self
 
+from pydantic import BeforeValidator, Field
+
+from configuration.base import EnvSettings, comma_list, setting
 from data_access.idempotency import prune_idempotency
 from data_access.stores import Stores
 from pipeline.alerts import AlertSettings, evaluate
@@ -39,52 +42,68 @@ JOBS = ("pipeline", "alerts", "collect", "daily")
 CLOSED_DAY = "scheduler:closed_day"
 
 
-@dataclass(frozen=True)
-class SchedulerSettings:
-    """| variable | default | meaning |
-    |---|---|---|
-    | ROLLUP_INTERVAL_SECONDS | 300 | process + compact + rollup |
-    | ALERT_INTERVAL_SECONDS | 60 | alert evaluation |
-    | COLLECT_INTERVAL_SECONDS | 10 | metrics sample (see CollectorSettings) |
-    | RETRY_BASE_SECONDS | 5 | first retry after a failed run; doubles each time |
-    | DAILY_CLOSE_GRACE_MINUTES | 30 | wait this long past midnight UTC for late events |
-    | DEDUPE_RETENTION_DAYS | 31 | keep event-id records this long (>= ingest age limit) |
-    | SCHEDULER_JOBS | all | comma-separated subset of pipeline,alerts,collect,daily |
-    """
+Job = Literal["pipeline", "alerts", "collect", "daily"]
 
-    rollup_interval_seconds: float = 300.0
-    alert_interval_seconds: float = 60.0
-    retry_base_seconds: float = 5.0
-    daily_close_grace_minutes: float = 30.0
-    dedupe_retention_days: int = 31
-    jobs: tuple[str, ...] = JOBS
-    alerts: AlertSettings = field(default_factory=AlertSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    collectors: CollectorSettings = field(default_factory=CollectorSettings)
+
+class SchedulerSettings(EnvSettings):
+    """How often each job runs and which run here; the alert, notification and collector
+    settings come from their own models (``from_env`` builds them from the same mapping)."""
+
+    rollup_interval_seconds: float = setting(
+        300.0,
+        "ROLLUP_INTERVAL_SECONDS",
+        description="process + compact + roll up every this many seconds",
+        gt=0,
+    )
+    alert_interval_seconds: float = setting(
+        60.0,
+        "ALERT_INTERVAL_SECONDS",
+        description="evaluate alert rules every this many seconds",
+        gt=0,
+    )
+    retry_base_seconds: float = setting(
+        5.0,
+        "RETRY_BASE_SECONDS",
+        description="first retry after a failed job; doubles each time, up to the job's interval",
+        gt=0,
+    )
+    daily_close_grace_minutes: float = setting(
+        30.0,
+        "DAILY_CLOSE_GRACE_MINUTES",
+        description="wait this long past midnight UTC for late events before closing a day",
+        ge=0,
+    )
+    dedupe_retention_days: int = setting(
+        31,
+        "DEDUPE_RETENTION_DAYS",
+        description="keep event-id records this long (at least the ingest age limit, "
+        "`INGEST_MAX_EVENT_AGE_DAYS`)",
+        ge=1,
+    )
+    jobs: Annotated[tuple[Job, ...], BeforeValidator(comma_list), Field(min_length=1)] = setting(
+        JOBS,
+        "SCHEDULER_JOBS",
+        description="the jobs this scheduler runs, comma-separated: a subset of "
+        "`pipeline,alerts,collect,daily`",
+        shown_default="all",
+    )
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    collectors: CollectorSettings = Field(default_factory=CollectorSettings)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SchedulerSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         env = os.environ if env is None else env
-        jobs = tuple(j.strip() for j in env.get("SCHEDULER_JOBS", ",".join(JOBS)).split(","))
-        unknown = sorted(set(jobs) - set(JOBS))
-        if unknown:
-            raise ValueError(f"SCHEDULER_JOBS: unknown jobs {unknown}; known: {JOBS}")
-        return cls(
-            rollup_interval_seconds=float(
-                env.get("ROLLUP_INTERVAL_SECONDS", cls.rollup_interval_seconds)
-            ),
-            alert_interval_seconds=float(
-                env.get("ALERT_INTERVAL_SECONDS", cls.alert_interval_seconds)
-            ),
-            retry_base_seconds=float(env.get("RETRY_BASE_SECONDS", cls.retry_base_seconds)),
-            daily_close_grace_minutes=float(
-                env.get("DAILY_CLOSE_GRACE_MINUTES", cls.daily_close_grace_minutes)
-            ),
-            dedupe_retention_days=int(env.get("DEDUPE_RETENTION_DAYS", cls.dedupe_retention_days)),
-            jobs=jobs,
-            alerts=AlertSettings.from_env(env),
-            notify=NotifySettings.from_env(env),
-            collectors=CollectorSettings.from_env(env),
+        return (
+            super()
+            .from_env(env)
+            .model_copy(
+                update={
+                    "alerts": AlertSettings.from_env(env),
+                    "notify": NotifySettings.from_env(env),
+                    "collectors": CollectorSettings.from_env(env),
+                }
+            )
         )
 
 

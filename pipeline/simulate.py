@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from configuration.base import EnvSettings, setting
 from pipeline.catalog import PRODUCTS
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,18 @@ ENDPOINTS = {"purchase": "purchase", "pageview": "pageview", "custom": "event"}
 PAGES = ("/", "/search", "/cart", "/blog", "/account")
 REFERRERS = (None, "https://www.google.com/", "https://t.co/", "newsletter")
 MAX_ATTEMPTS = 5
+
+
+class SimulatorSettings(EnvSettings):
+    """What ``mission-control simulate`` reads from the environment (its options override)."""
+
+    api_key: str | None = setting(
+        None,
+        "MC_API_KEY",
+        description="the ingest API key `mission-control simulate` posts with (`--api-key` "
+        "overrides it)",
+        repr=False,
+    )
 
 
 @dataclass(frozen=True)

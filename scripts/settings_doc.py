@@ -20,7 +20,11 @@ from dashboard.settings import DashboardSettings
 from data_access.settings import DataSettings
 from data_access.settings_base import AwsSettings
 from live.settings import IngestSettings
+from pipeline.alerts import AlertSettings
+from pipeline.collectors import CollectorSettings
 from pipeline.notify import NotifySettings
+from pipeline.scheduler import SchedulerSettings
+from pipeline.simulate import SimulatorSettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -32,6 +36,8 @@ TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "sign-in": (AuthSettings,),
     "ingest": (IngestSettings,),
     "notify": (NotifySettings,),
+    "scheduler": (SchedulerSettings, CollectorSettings, SimulatorSettings),
+    "alerts": (AlertSettings,),
 }
 
 SECTION = re.compile(
