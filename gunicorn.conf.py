@@ -1,19 +1,8 @@
 """gunicorn settings for the dashboard behind an AWS Application Load Balancer.
 
-The container runs ``gunicorn --config gunicorn.conf.py wsgi:server`` and so do the tests;
-environment variables tune it per deployment (all optional):
-
-    BIND                      address:port to listen on         127.0.0.1:8050 (image: 0.0.0.0:8050)
-    WEB_CONCURRENCY           worker processes                  CPUs available, at least 2
-    GUNICORN_THREADS          threads per worker                4
-    GUNICORN_TIMEOUT          seconds a worker may stay silent  30
-    GUNICORN_MAX_REQUESTS     requests before a worker recycles 0 (never)
-    GUNICORN_MAX_WORKER_MB    RSS above which a worker recycles 1024 (0: never)
-    FORWARDED_ALLOW_IPS       proxies trusted for X-Forwarded-* 127.0.0.1,::1 (ECS: the VPC CIDR)
-    LOG_LEVEL                 gunicorn's error log level        info
-    ACCESS_LOG                access log file (- is stderr)     - (make run: var/log/access.log)
-    PROMETHEUS_MULTIPROC_DIR  prometheus_client multiproc dir   unset (single-process metrics)
-    GUNICORN_CONTROL_SOCKET   path of the gunicornc socket      unset (no control socket)
+The container runs ``gunicorn --config gunicorn.conf.py wsgi:server`` and so do the tests.
+Environment variables tune it per deployment (all optional): ``configuration.gunicorn``
+declares them, with their defaults, and the README's gunicorn table is rendered from there.
 """
 
 import datetime as dt
@@ -26,12 +15,11 @@ from pathlib import Path
 
 from gunicorn import glogging
 
+from configuration.gunicorn import GunicornSettings
+
 ALB_IDLE_TIMEOUT_SECONDS = 60
-
-
-def _env_int(name, default):
-    value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+# Read once, when gunicorn loads this file: an invalid variable stops the start, named.
+SETTINGS = GunicornSettings.from_env()
 
 
 def _cpus_available():
@@ -54,7 +42,7 @@ def _cpus_available():
 
 # --- Server socket ---------------------------------------------------------------------------
 # Loopback unless told otherwise; the image sets BIND=0.0.0.0:8050 so the ALB can reach it.
-bind = os.environ.get("BIND", "127.0.0.1:8050")
+bind = SETTINGS.bind
 # Connections waiting for accept(); the ALB opens few, long-lived ones, so the default is ample.
 backlog = 2048
 
@@ -64,19 +52,19 @@ backlog = 2048
 worker_class = "gthread"
 # One process per CPU; never fewer than two, so a worker recycling (max_requests) or stuck in a
 # slow export leaves another to answer health checks.
-workers = _env_int("WEB_CONCURRENCY", max(2, _cpus_available()))
+workers = SETTINGS.workers or max(2, _cpus_available())
 # Four threads per worker: the ceilings in the README's Performance section were measured
 # so; more threads only add GIL contention to CPU-bound figure building.
-threads = _env_int("GUNICORN_THREADS", 4)
+threads = SETTINGS.threads
 # Keep-alive connections a gthread worker holds open; idle ones cost no thread.
 worker_connections = 1000
 # Recycled by memory, not by count: a worker's memo and figure cache are what make polls
 # cheap, and 2,000 requests at hundreds of polls a second emptied them every few seconds.
 # A slow leak (pandas, pyarrow pools) still cannot grow past GUNICORN_MAX_WORKER_MB (see
 # post_request); a count remains available, with jitter so workers never recycle together.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
+max_requests = SETTINGS.max_requests
 max_requests_jitter = max(0, max_requests // 10)
-MAX_WORKER_MB = _env_int("GUNICORN_MAX_WORKER_MB", 1024)
+MAX_WORKER_MB = SETTINGS.max_worker_mb
 # RSS is read every this many requests per worker: a few microseconds, rarely.
 MEMORY_CHECK_EVERY = 64
 # The app is not preloaded: create_app() opens SQLite connections and boto3 clients, which
@@ -93,7 +81,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # --- Timeouts ----------------------------------------------------------------------------------
 # A worker silent this long is killed and replaced. Requests take milliseconds; the longest,
 # a large CSV export, stays well under this.
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
+timeout = SETTINGS.timeout_seconds
 # On SIGTERM, in-flight requests get this long to finish. ECS deregisters the task from the
 # target group first and waits stopTimeout (30 s in deploy/cloudformation.yaml) before SIGKILL,
 # so this must stay below it.
@@ -105,21 +93,21 @@ keepalive = ALB_IDLE_TIMEOUT_SECONDS + 15
 # --- Proxy -------------------------------------------------------------------------------------
 # Only these addresses may set X-Forwarded-Proto (https behind the ALB). ALB nodes change
 # address, so ECS passes the VPC CIDR; ProxyFix in the app counts hops for X-Forwarded-For.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = SETTINGS.forwarded_allow_ips
 
 # --- Logging -----------------------------------------------------------------------------------
 # Both logs to stderr as JSON lines: the container's log driver ships them to CloudWatch.
 # `make run` sends the access log (a line per poll and simulator post) to a file instead, so
 # the terminal stays readable.
-accesslog = os.environ.get("ACCESS_LOG") or "-"
+accesslog = SETTINGS.access_log
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = SETTINGS.log_level.lower()
 proc_name = "mission-control"
 
 # --- Control socket ----------------------------------------------------------------------------
 # gunicorn 25+ opens a control socket under HOME by default; the image's root filesystem is
 # read-only, so it is opt-in.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket = SETTINGS.control_socket
 control_socket_disable = not control_socket
 
 
@@ -191,9 +179,8 @@ def on_starting(server):
     for module in WARM_IMPORTS:
         importlib.import_module(module)
     # Metric files of a previous run would be counted again.
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if metrics_dir:
-        folder = Path(metrics_dir)
+    if SETTINGS.multiproc_dir:
+        folder = Path(SETTINGS.multiproc_dir)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.db"):
             stale.unlink()
@@ -228,7 +215,7 @@ def post_request(worker, req, environ, resp):
 
 def child_exit(server, worker):
     """Drop a dead worker's live gauges from the shared prometheus_client files."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if SETTINGS.multiproc_dir:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)

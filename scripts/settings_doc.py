@@ -14,6 +14,7 @@ from pathlib import Path
 
 from auth.settings import AuthSettings
 from configuration.base import EnvSettings, LogSettings, MetricsFolderSettings
+from configuration.gunicorn import GunicornSettings
 from dashboard.request_metrics import MetricsSettings
 from dashboard.security import SecuritySettings
 from dashboard.settings import DashboardSettings
@@ -38,6 +39,7 @@ TABLES: dict[str, tuple[type[EnvSettings], ...]] = {
     "notify": (NotifySettings,),
     "scheduler": (SchedulerSettings, CollectorSettings, SimulatorSettings),
     "alerts": (AlertSettings,),
+    "gunicorn": (GunicornSettings,),
 }
 
 SECTION = re.compile(
