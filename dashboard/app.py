@@ -240,9 +240,17 @@ def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
                                 settings.refresh_choices_ms, settings.refresh_default_ms
                             ),
                             controls.theme_toggle(),
+                        ],
+                        className="mc-header-tools",
+                    ),
+                    # Who is signed in and the way out: on a phone, beside the title.
+                    html.Div(
+                        [
                             html.Span(
                                 [
-                                    user.name or user.email if user else "",
+                                    html.Span(user.name or user.email, className="mc-user-name")
+                                    if user
+                                    else None,
                                     html.Span(user.role, className="mc-role") if user else None,
                                 ],
                                 className="mc-user",
@@ -253,7 +261,7 @@ def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
                             if user
                             else None,
                         ],
-                        className="mc-header-tools",
+                        className="mc-account",
                     ),
                 ],
                 className="mc-header-inner",

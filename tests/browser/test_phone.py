@@ -125,3 +125,32 @@ def test_a_grid_scrolls_sideways_to_more_than_two_readable_columns(phone_page):
             && r.left >= 0; }""",
         arg=last.element_handle(),
     )
+
+
+# Whether an element is on screen and is what a tap at its centre lands on.
+IN_SIGHT_AND_ON_TOP = """element => {
+    const r = element.getBoundingClientRect();
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    return {left: r.left, right: r.right, width: r.width, top: r.top,
+            onTop: hit !== null && element.contains(hit)};
+}"""
+
+
+def test_the_header_keeps_sign_out_and_the_role_in_sight(phone_page):
+    phone_page.goto(PAGES["overview"])
+    wait_for_panels(phone_page)
+    # Refresh off makes the freshness indicator its widest ("Refresh off · updated ...").
+    phone_page.locator(".mc-refresh").select_option("0")
+    phone_page.wait_for_function(
+        """() => document.querySelector('#mc-freshness').dataset.state === 'off'
+            && document.querySelector('.mc-freshness-text').textContent.includes('updated')"""
+    )
+    for selector in (".mc-role", ".mc-signout", ".mc-theme-icon", ".mc-refresh", "#mc-freshness"):
+        box = phone_page.locator(selector).evaluate(IN_SIGHT_AND_ON_TOP)
+        assert box["width"] > 0 and box["left"] >= 0 and box["right"] <= PHONE["width"], (
+            f"{selector} is cut off at phone width: {box}"
+        )
+        assert box["onTop"], f"{selector} is covered at phone width: {box}"
+    assert phone_page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    phone_page.locator(".mc-signout").tap()
+    phone_page.wait_for_url("**/logout")
