@@ -157,9 +157,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         # A callback that raises answers "no update" and logs, never a 500.
         on_error=log_callback_error,
     )
-    from dashboard.pages import alerts, health, lake, overview, revenue, screen_time
+    from dashboard.pages import alerts, health, inspect, lake, overview, revenue, screen_time
 
-    for page in (overview, screen_time, revenue, alerts, health, lake):
+    for page in (overview, screen_time, revenue, alerts, health, lake, inspect):
         page.register(app, services)
     controls.register(app)
     panel.register_clientside(app)
@@ -223,7 +223,8 @@ def _shell(settings: DashboardSettings, auth_settings: AuthSettings):
                 "Development sign-in: no identity provider, local user only.",
                 className="mc-dev-banner",
             )
-        pages = list(dash.page_registry.values())  # sorted by each page's order
+        # Sorted by each page's order; a panel's Inspect view is reached from its panel.
+        pages = [page for page in dash.page_registry.values() if page.get("in_navigation", True)]
         header = html.Header(
             html.Div(
                 [

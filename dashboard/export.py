@@ -61,7 +61,7 @@ from data_access.queries import (
     TopProductsQuery,
     WeeklyRevenueQuery,
 )
-from data_access.service import NoData, VersionGone
+from data_access.service import NoData, Provenance, VersionGone
 
 if TYPE_CHECKING:
     from dashboard.app import Services
@@ -211,6 +211,9 @@ def _category_revenue(products: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ExportView:
+    # What the panel is called and the page it is on, for the panel's Inspect view.
+    title: str
+    page: str
     query: Callable[[ViewState], Query]
     # Which page parameters the view depends on, for the file name.
     params: tuple[str, ...] = ("range",)
@@ -220,26 +223,56 @@ class ExportView:
 
 
 EXPORT_VIEWS: dict[str, ExportView] = {
-    "kpis": ExportView(lambda v: KpiSummaryQuery(v.start, v.end)),
-    "business-daily": ExportView(lambda v: DailyBusinessQuery(v.start, v.end)),
-    "top-products": ExportView(lambda v: TopProductsQuery(v.start, v.end, limit=5)),
-    "products": ExportView(lambda v: TopProductsQuery(v.start, v.end, limit=0)),
+    "kpis": ExportView("Key numbers", "/", lambda v: KpiSummaryQuery(v.start, v.end)),
+    "business-daily": ExportView(
+        "Daily revenue", "/", lambda v: DailyBusinessQuery(v.start, v.end)
+    ),
+    "top-products": ExportView(
+        "Top 5 products", "/", lambda v: TopProductsQuery(v.start, v.end, limit=5)
+    ),
+    "products": ExportView(
+        "By product", "/revenue", lambda v: TopProductsQuery(v.start, v.end, limit=0)
+    ),
     "category-revenue": ExportView(
-        lambda v: TopProductsQuery(v.start, v.end, limit=0), transform=_category_revenue
+        "By category",
+        "/revenue",
+        lambda v: TopProductsQuery(v.start, v.end, limit=0),
+        transform=_category_revenue,
     ),
-    "weekly-revenue": ExportView(lambda v: WeeklyRevenueQuery(v.start, v.end)),
+    "weekly-revenue": ExportView(
+        "Weekly revenue by category", "/revenue", lambda v: WeeklyRevenueQuery(v.start, v.end)
+    ),
     "orders": ExportView(
-        orders_query, params=("range", "week", "category"), titles={"quantity": "Qty"}
+        "Orders",
+        "/revenue",
+        orders_query,
+        params=("range", "week", "category"),
+        titles={"quantity": "Qty"},
     ),
-    "fleet-daily": ExportView(lambda v: FleetDailyQuery(v.start, v.end)),
-    "fleet-apps": ExportView(lambda v: FleetAppsQuery(v.start, v.end)),
+    "fleet-daily": ExportView(
+        "Active devices and screen time",
+        "/screen-time",
+        lambda v: FleetDailyQuery(v.start, v.end),
+    ),
+    "fleet-apps": ExportView("Top apps", "/screen-time", lambda v: FleetAppsQuery(v.start, v.end)),
     "fleet-categories": ExportView(
-        lambda v: FleetAppsQuery(v.start, v.end), transform=figures.category_split
+        "Categories",
+        "/screen-time",
+        lambda v: FleetAppsQuery(v.start, v.end),
+        transform=figures.category_split,
     ),
-    "fleet-hours": ExportView(lambda v: FleetHoursQuery(v.start, v.end)),
-    "customer-trend": ExportView(_customer_trend, params=("range", "customer")),
-    "customer-day": ExportView(_customer_day, params=("customer", "day")),
-    "customer-sessions": ExportView(_customer_sessions, params=("customer", "day")),
+    "fleet-hours": ExportView(
+        "Usage by hour of day", "/screen-time", lambda v: FleetHoursQuery(v.start, v.end)
+    ),
+    "customer-trend": ExportView(
+        "Daily screen time", "/screen-time", _customer_trend, params=("range", "customer")
+    ),
+    "customer-day": ExportView(
+        "Apps and hours of a day", "/screen-time", _customer_day, params=("customer", "day")
+    ),
+    "customer-sessions": ExportView(
+        "Sessions of a day", "/screen-time", _customer_sessions, params=("customer", "day")
+    ),
 }
 
 
@@ -479,10 +512,35 @@ def export_filename(view_name: str, view: ViewState, spec: ExportView, *, filter
 # ---- the route --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ExportData:
+    """One export as asked: the rows, and what they came from (for the Inspect view)."""
+
+    frame: pd.DataFrame
+    name: str  # the file name
+    spec: ExportView
+    view: ViewState
+    query: Query
+    provenance: Provenance
+    # The data version asked for (the panel's), or None for the current data.
+    pinned: str | None
+    filter_model: Any
+    sort: Any
+
+
 def build_export(
     services: Services, view_name: str, args: Mapping[str, str], today: dt.date
 ) -> tuple[pd.DataFrame, str]:
     """The rows and file name of one export; raises ``ExportRefused`` or ``BadParameter``."""
+    data = export_data(services, view_name, args, today)
+    return data.frame, data.name
+
+
+def export_data(
+    services: Services, view_name: str, args: Mapping[str, str], today: dt.date
+) -> ExportData:
+    """What one export holds and where it came from; raises ``ExportRefused`` or
+    ``BadParameter`` (and ``ValueError`` for a query refusing its parameters)."""
     spec = EXPORT_VIEWS.get(view_name)
     if spec is None:
         raise ExportRefused(404, f"Unknown export {view_name!r}. Known: {', '.join(EXPORT_VIEWS)}")
@@ -501,15 +559,16 @@ def build_export(
         raise BadParameter(f"version is longer than {MAX_VERSION_CHARS} characters")
     try:
         if version is None:
-            frame = services.data.fetch(query).data
+            result = services.data.fetch(query)
         else:
-            frame = services.data.fetch_at(query, version).data
+            result = services.data.fetch_at(query, version)
     except NoData as exc:
         raise ExportRefused(503, f"The data is unreachable right now: {exc}") from exc
     except VersionGone as exc:
         current = {name: args[name] for name in args if name != "version"}
         current_href = f"/export/{view_name}.csv" + (f"?{urlencode(current)}" if current else "")
         raise PinnedVersionGone(version, current_href) from exc
+    frame = result.data
     if spec.transform is not None:
         frame = spec.transform(frame)
     try:
@@ -528,7 +587,9 @@ def build_export(
             "Narrow the time range or filter the table, then export again.",
         )
     name = export_filename(view_name, view, spec, filtered=bool(filter_model))
-    return frame, name
+    return ExportData(
+        frame, name, spec, view, query, result.provenance, version, filter_model, sort
+    )
 
 
 def _text_response(status: int, message: str) -> Response:

@@ -12,6 +12,7 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import dash
 import dash_ag_grid as dag
@@ -214,6 +215,17 @@ def panel_card(
     for users allowed to export; others are not offered a link the server would refuse."""
     header_right: list[Any] = [html.Span(id=part(panel, "badge"), className="mc-badge-slot")]
     if export_href is not None and may_export():
+        # Inspect shows the CSV's rows with their query and provenance: offered alongside it,
+        # to the same role, and kept on the same data version, filter and sort.
+        header_right.append(
+            dcc.Link(
+                "Inspect",
+                id=part(panel, "inspect"),
+                href=inspect_href_from_export(export_href),
+                className="mc-inspect-link",
+                title="This panel's query, where its data came from, and its rows",
+            )
+        )
         header_right.append(
             html.A(
                 "CSV",
@@ -338,6 +350,27 @@ function (version, href) {
 """
 
 
+# A panel's Inspect link follows its CSV link: same view, version, filter and sort.
+INSPECT_FROM_EXPORT_JS = """
+function (href) {
+    if (!href) { return window.dash_clientside.no_update; }
+    const url = new URL(href, window.location.origin);
+    const match = url.pathname.match(/^\\/export\\/(.+)\\.csv$/);
+    if (!match) { return window.dash_clientside.no_update; }
+    const params = new URLSearchParams([["panel", match[1]]]);
+    url.searchParams.forEach(function (value, name) { params.append(name, value); });
+    return "/inspect?" + params.toString();
+}
+"""
+
+
+def inspect_href_from_export(href: str) -> str:
+    """The Inspect URL of a panel whose CSV link is ``href`` (``/export/<view>.csv?...``)."""
+    path, _, query = href.partition("?")
+    view_name = path.removeprefix("/export/").removesuffix(".csv")
+    return f"/inspect?{urlencode({'panel': view_name})}" + (f"&{query}" if query else "")
+
+
 def register_clientside(app: dash.Dash) -> None:
     """The clientside halves every panel shares; registered once per app."""
     # One poll per tick for the whole tab (POST /poll, poll_api): only while the tab is
@@ -362,6 +395,12 @@ def register_clientside(app: dash.Dash) -> None:
     # A CSV link carries the data version on screen, so the file holds the rows shown even
     # after newer data arrived (dashboard/export.py). Only panels with a link match; a grid's
     # link is also rebuilt by its own callback (register_grid_export), to the same version.
+    app.clientside_callback(
+        INSPECT_FROM_EXPORT_JS,
+        Output({"type": "mc-inspect", "panel": dash.MATCH}, "href"),
+        Input({"type": "mc-export", "panel": dash.MATCH}, "href"),
+        prevent_initial_call=True,
+    )
     app.clientside_callback(
         PIN_EXPORT_VERSION_JS,
         Output({"type": "mc-export", "panel": dash.MATCH}, "href", allow_duplicate=True),

@@ -60,8 +60,18 @@ def test_a_viewer_is_offered_no_csv_links_or_customer_picker(viewer_page, path):
     wait_for_panels(viewer_page)
     expect(viewer_page.locator(".mc-role")).to_have_text("viewer")
     expect(viewer_page.locator(".mc-export")).to_have_count(0)
+    expect(viewer_page.locator(".mc-inspect-link")).to_have_count(0)
     expect(viewer_page.locator("#screen-customer")).to_have_count(0)
     assert viewer_page.refused == [] and viewer_page.errors == []
+
+
+def test_a_shared_inspect_link_shows_a_viewer_no_rows(viewer_page):
+    viewer_page.goto("/inspect?panel=products&range=7d")
+    expect(viewer_page.locator("#inspect")).to_contain_text("needs the operator role")
+    expect(viewer_page.locator("#inspect-rows")).to_have_count(0)
+    expect(viewer_page.locator("#inspect-query")).to_have_count(0)
+    expect(viewer_page.locator(".mc-nav-link")).to_have_count(len(PAGES))  # not a nav entry
+    assert viewer_page.errors == []
 
 
 def test_a_shared_drill_down_link_says_it_needs_operator_and_polls_into_no_403(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 
@@ -298,6 +299,31 @@ def test_every_export_link_on_a_page_answers(app_client):
         # Headers are the titles a reader sees, not the lake's field names.
         header = response.data[3:].decode().split("\r\n", 1)[0].split(",")
         assert all(title[0].isupper() and "_" not in title for title in header), (link, header)
+
+
+def test_every_inspect_link_on_a_page_shows_the_rows_of_its_csv(app_client):
+    _, client = app_client
+    search = f"?customer={customer_id(0)}&day={TODAY.isoformat()}"
+    text = json.dumps(_answer(_render(client, "/screen-time", search)))
+    hrefs = {part.split('"')[0] for part in text.split('"href": "')[1:]}
+    links = sorted(href.replace("\\u0026", "&") for href in hrefs if href.startswith("/inspect?"))
+    assert len(links) >= 6
+    for link in links:
+        query = link.partition("?")[2]
+        page = json.dumps(_answer(_render(client, "/inspect", "?" + query)))
+        params = parse_qs(query)
+        view_name = params.pop("panel")[0]
+        csv = client.get(f"/export/{view_name}.csv?{urlencode(params, doseq=True)}")
+        assert csv.status_code == 200, (link, csv.get_data(as_text=True))
+        assert f"{int(csv.headers['X-Export-Rows']):,} rows" in page, link
+        assert "inspect-query" in page and "inspect-provenance" in page
+
+
+def test_a_viewer_is_shown_no_rows_on_an_inspect_link(lake: DataSettings):
+    viewer = create_app(_env(lake, DEV_ROLE="viewer")).test_client()
+    page = json.dumps(_answer(_render(viewer, "/inspect", "?panel=products&range=7d")))
+    assert "needs the operator role" in page
+    assert "inspect-rows" not in page and "inspect-query" not in page
 
 
 # ---- URL state the pages share ------------------------------------------------------------
