@@ -49,6 +49,7 @@ from data_access.queries import (
     FleetHoursQuery,
 )
 from data_access.service import DataService
+from pipeline.bootstrap import RAW_NONCURRENT_DAYS, RAW_SCREEN_TIME_DAYS
 
 SECTION = "cost"
 SEED = 31
@@ -258,9 +259,11 @@ def monthly_bill(counts: dict[str, Any]) -> dict[str, float]:
         uploads * seconds * LAMBDA_GB * p["lambda_gb_second"]
         + invocations / 1e6 * p["lambda_request_per_m"]
     )
-    # Held at once: raw uploads for their 30 days, processed data for the month (it grows by
-    # this every month; older months move to cheaper tiers).
-    raw_gb = UPLOADS_PER_DAY * 30 * counts["raw_bytes_per_upload"] / 1e9
+    # Held at once: raw uploads for as long as the lifecycle keeps them (their expired
+    # versions a day longer), processed data for the month (it grows by this every month;
+    # older months move to cheaper tiers).
+    raw_days = RAW_SCREEN_TIME_DAYS + RAW_NONCURRENT_DAYS
+    raw_gb = UPLOADS_PER_DAY * raw_days * counts["raw_bytes_per_upload"] / 1e9
     processed_gb = uploads * counts["processed_bytes_per_upload"] / 1e9
     storage = (raw_gb + processed_gb) * p["s3_standard_gb_month"]
     bill = {

@@ -36,37 +36,52 @@ def app_names(stores: Stores) -> pd.DataFrame:
 _DAY_COLUMNS = ["hour", "app_id", "seconds", "sessions", "pickups", "notifications"]
 
 
-def _rows_of(table: pa.Table | None, record: UploadRecord) -> pa.Table | None:
+# The fields of a part's ``session_spans`` entries (offsets after the date's midnight).
+SPAN_FIELDS = ("start", "end", "pickups", "notifications")
+
+
+def _select(table: pa.Table, columns: list[str]) -> pa.Table:
+    """``columns`` of the table; one written before a column existed has it as nulls."""
+    for name in columns:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows))
+    return table.select(columns)
+
+
+def _rows_of(table: pa.Table | None, record: UploadRecord, columns: list[str]) -> pa.Table | None:
     """The rows of ``record``'s version in a part, or None when the part does not hold it."""
     if table is None:
         return None
     if "customer_id" not in table.column_names:
-        return table.select(_DAY_COLUMNS)
+        return _select(table, columns)
     mask = pc.equal(table["customer_id"], record.customer_id)
     if record.content_hash:  # "": whichever version a compacted part holds
         mask = pc.and_(mask, pc.equal(table["content_hash"], layout.row_hash(record.content_hash)))
     rows = table.filter(mask)
-    return rows.select(_DAY_COLUMNS) if rows.num_rows else None
+    return _select(rows, columns) if rows.num_rows else None
 
 
 def _read_by_key(
-    stores: Stores, wanted: dict[str, list[int]], records: list[UploadRecord]
+    stores: Stores, wanted: dict[str, list[int]], records: list[UploadRecord], columns: list[str]
 ) -> dict[int, pa.Table]:
     found: dict[int, pa.Table] = {}
     for key, positions in wanted.items():
         customers = sorted({records[i].customer_id for i in positions})
         if key.startswith(layout.SCREEN_TIME_PARTS):
-            table = stores.lake.read_where(key, "customer_id", customers)
+            wanted_columns = ["customer_id", "content_hash", *columns]
+            table = stores.lake.read_where(key, "customer_id", customers, wanted_columns)
         else:  # a file of one customer-day, from the layout before parts
             table = stores.lake.read_tables([key])[0]
         for i in positions:
-            rows = _rows_of(table, records[i])
+            rows = _rows_of(table, records[i], columns)
             if rows is not None:
                 found[i] = rows
     return found
 
 
-def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.Table | None]:
+def read_customer_days(
+    stores: Stores, records: list[UploadRecord], columns: list[str] = _DAY_COLUMNS
+) -> list[pa.Table | None]:
     """The processed rows of each customer-day version, wherever it lives now; None if gone.
 
     A version committed before its date was last compacted is looked for in the compacted
@@ -97,7 +112,7 @@ def read_customer_days(stores: Stores, records: list[UploadRecord]) -> list[pa.T
         wanted: dict[str, list[int]] = {}
         for i, keys in remaining.items():
             wanted.setdefault(keys.pop(0), []).append(i)
-        found.update(_read_by_key(stores, wanted, records))
+        found.update(_read_by_key(stores, wanted, records, columns))
         remaining = {i: keys for i, keys in remaining.items() if keys and i not in found}
     return [found.get(i) for i in range(len(records))]
 
@@ -422,33 +437,63 @@ class CustomerDayQuery(_CustomerDays, Query):
 
 @dataclass(frozen=True)
 class CustomerSessionsQuery(_CustomerDays, Query):
-    """One customer-day's sessions as the device sent them (raw uploads are kept 30 days),
-    shown only when those bytes are the version that passed validation and was processed."""
+    """One customer-day's sessions, from the processed version (validated data only)."""
 
     kind: ClassVar[str] = "customer_sessions"
     customer_id: str
     day: dt.date
 
+    _COLUMNS: ClassVar[dict[str, str]] = {
+        "start": "object",
+        "end": "object",
+        "app_name": "object",
+        "category": "object",
+        "minutes": "float64",
+        "pickups": "int64",
+        "notifications": "int64",
+    }
+
     def _days(self) -> tuple[str, str]:
         return self.day.isoformat(), self.day.isoformat()
 
     def load(self, stores: Stores) -> pd.DataFrame:
-        columns = {
-            "start": "object",
-            "end": "object",
-            "app_name": "object",
-            "category": "object",
-            "minutes": "float64",
-            "pickups": "int64",
-            "notifications": "int64",
-        }
+        records = customer_versions(stores, self.customer_id, *self._days())
+        tables = read_customer_days(stores, records, ["app_id", "session_spans"])
+        table = tables[0] if tables else None
+        if table is None or not table.num_rows:
+            return _empty(self._COLUMNS)
+        if table["session_spans"].null_count:
+            # Processed before sessions were kept with the counts: only the raw upload has them.
+            return self._from_raw(stores)
+        spans = pc.list_flatten(table["session_spans"]).combine_chunks()
+        if not len(spans):
+            return _empty(self._COLUMNS)
+        owners = pc.list_parent_indices(table["session_spans"])
+        frame = pd.DataFrame(
+            {
+                "app_id": pc.take(table["app_id"], owners).to_pylist(),
+                **{name: spans.field(name).to_numpy() for name in SPAN_FIELDS},
+            }
+        ).sort_values("start", kind="stable")
+        frame["minutes"] = ((frame["end"] - frame["start"]) / 60).round(1)
+        midnight = pd.Timestamp(self.day)
+        for column in ("start", "end"):
+            times = midnight + pd.to_timedelta(frame[column], unit="s")
+            frame[column] = times.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        frame = frame.merge(app_names(stores), on="app_id", how="left")
+        frame["app_name"] = frame["app_name"].fillna(frame["app_id"])
+        frame["category"] = frame["category"].fillna("Other")
+        frame = frame[list(self._COLUMNS)].reset_index(drop=True)
+        return frame.astype({"pickups": "int64", "notifications": "int64"})
+
+    def _from_raw(self, stores: Stores) -> pd.DataFrame:
+        """The raw upload's sessions, only when its bytes are the processed version (a rejected
+        re-upload leaves its bytes in place, and they are not shown)."""
         date = self.day.isoformat()
         try:
             raw = stores.lake.read_bytes(layout.raw_upload_key(self.customer_id, date))
         except ObjectMissing:
-            return _empty(columns)
-        # Only bytes that passed validation: the raw object must be the processed version (a
-        # rejected re-upload leaves its bytes in place, and they are not shown).
+            return _empty(self._COLUMNS)
         record = stores.index.get(self.customer_id, date)
         held = record.content_hash if record is not None else None
         if held is None and (found := compacted_version(stores, self.customer_id, date)):
@@ -456,10 +501,9 @@ class CustomerSessionsQuery(_CustomerDays, Query):
         if held is None or layout.row_hash(held) != layout.row_hash(
             hashlib.sha256(raw).hexdigest()
         ):
-            return _empty(columns)
-        body = json.loads(raw)
+            return _empty(self._COLUMNS)
         rows = []
-        for session in body.get("sessions", []):
+        for session in json.loads(raw).get("sessions", []):
             start = dt.datetime.fromisoformat(session["start"])
             end = dt.datetime.fromisoformat(session["end"])
             rows.append(
@@ -473,7 +517,7 @@ class CustomerSessionsQuery(_CustomerDays, Query):
                     "notifications": session["notifications"],
                 }
             )
-        return pd.DataFrame(rows) if rows else _empty(columns)
+        return pd.DataFrame(rows) if rows else _empty(self._COLUMNS)
 
 
 # ---- business (daily rollups of events) --------------------------------------------------

@@ -39,14 +39,15 @@ def parquet_rows_where(
     """The rows of a Parquet file (a seekable binary file) whose ``column`` is in ``values``.
 
     Row groups whose min/max statistics exclude every value are not read; a file written
-    without statistics is read whole and filtered.
+    without statistics is read whole and filtered. Of ``columns``, those the file has.
     """
     wanted = sorted(set(values))
     parquet = pq.ParquetFile(source, pre_buffer=True)
     metadata = parquet.metadata
     names = parquet.schema_arrow.names
     if column not in names:
-        return parquet.schema_arrow.empty_table().select(columns or names)
+        empty = parquet.schema_arrow.empty_table()
+        return empty if columns is None else empty.select([c for c in columns if c in names])
     index = names.index(column)
     groups = []
     for number in range(metadata.num_row_groups):
@@ -57,10 +58,11 @@ def parquet_rows_where(
             or any(stats.min <= value <= stats.max for value in wanted)
         ):
             groups.append(number)
-    read = columns if columns is None or column in columns else [*columns, column]
+    present = None if columns is None else [name for name in columns if name in names]
+    read = present if present is None or column in present else [*present, column]
     table = parquet.read_row_groups(groups, columns=read, use_threads=False)
     table = table.filter(pc.is_in(table[column], pa.array(wanted, table.schema.field(column).type)))
-    return table if columns is None else table.select(columns)
+    return table if present is None else table.select(present)
 
 
 @dataclass(frozen=True)

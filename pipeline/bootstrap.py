@@ -34,7 +34,11 @@ NOT_IMPLEMENTED_CODES = frozenset(
     }
 )
 RETENTION_DAYS = 2555
-RAW_SCREEN_TIME_DAYS = 30
+# Raw uploads are read only until processed (the processed parts keep the sessions); a week
+# leaves room to re-process after an incident. Expiry leaves a noncurrent version in a
+# versioned bucket: it goes a day later, or the week would be five.
+RAW_SCREEN_TIME_DAYS = 7
+RAW_NONCURRENT_DAYS = 1
 NONCURRENT_VERSION_DAYS = 30
 ABORT_MULTIPART_DAYS = 7
 STORAGE_TIERS: tuple[tuple[int, str], ...] = (
@@ -111,7 +115,7 @@ def lifecycle_rules() -> list[dict[str, Any]]:
             "Filter": {"Prefix": "raw/screen_time/"},
             "Status": "Enabled",
             "Expiration": {"Days": RAW_SCREEN_TIME_DAYS},
-            "NoncurrentVersionExpiration": noncurrent,
+            "NoncurrentVersionExpiration": {"NoncurrentDays": RAW_NONCURRENT_DAYS},
         }
     )
     rules.append(

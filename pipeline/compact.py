@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from data_access import layout
 from data_access.queries import compaction_manifests
 from data_access.stores import Stores
-from pipeline.process import PART_OPTIONS, PART_SCHEMA
+from pipeline.process import PART_OPTIONS, PART_SCHEMA, as_part
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _merge(
     for number, table in enumerate(stores.lake.read_tables(keys)):
         if table is not None and table.num_rows:
             part = pa.array(np.full(table.num_rows, number, dtype=np.int32))
-            table = table.select(PART_SCHEMA.names).cast(PART_SCHEMA)
+            table = as_part(table)
             tables.append(table.append_column("part", part))
     summary.parts_read += len(keys)
     if not tables:
@@ -200,9 +200,16 @@ def _merge(
             f"{c}:{h};" for c, h in zip(keep["customer_id"], keep["content_hash"], strict=True)
         ).encode()
     ).hexdigest()[:16]
-    kept = rows.join(chosen, ["customer_id", "content_hash", "part"], join_type="inner")
+    # A filter rather than a join: Arrow joins carry no list columns (session_spans).
+    kept = rows.filter(pc.is_in(_version_keys(rows), value_set=_version_keys(chosen)))
     summary.rows_dropped += rows.num_rows - kept.num_rows
     order = pc.sort_indices(
         kept, [("customer_id", "ascending"), ("hour", "ascending"), ("app_id", "ascending")]
     )
     return kept.take(order).select(PART_SCHEMA.names).cast(PART_SCHEMA), noted, content
+
+
+def _version_keys(table: pa.Table) -> pa.Array:
+    """customer_id, content_hash and part of each row as one string."""
+    part = pc.cast(table["part"], pa.string())
+    return pc.binary_join_element_wise(table["customer_id"], table["content_hash"], part, "/")

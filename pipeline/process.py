@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 Status = Literal["processed", "replaced", "duplicate", "quarantined"]
 Message = TypeVar("Message", bound=Hashable)  # a queue message, or an SQS record's id
 
+# One session: start and end in seconds after the upload date's local midnight.
+SESSION_SPAN = pa.struct(
+    [
+        pa.field("start", pa.int32(), nullable=False),
+        pa.field("end", pa.int32(), nullable=False),
+        pa.field("pickups", pa.int16(), nullable=False),
+        pa.field("notifications", pa.int16(), nullable=False),
+    ]
+)
 AGGREGATED_SCHEMA = pa.schema(
     [
         # Hours since the upload date's local midnight: 0-23 that day, 24-47 the part of a
@@ -52,6 +61,9 @@ AGGREGATED_SCHEMA = pa.schema(
         pa.field("sessions", pa.int16(), nullable=False),
         pa.field("pickups", pa.int16(), nullable=False),
         pa.field("notifications", pa.int16(), nullable=False),
+        # The sessions that started in the row's hour and app, for the sessions drill-down, so
+        # it never needs the raw upload (kept a week). Null in rows written before it existed.
+        pa.field("session_spans", pa.list_(SESSION_SPAN)),
     ]
 )
 # A part holds many customer-days: who and which version each row belongs to, then the
@@ -65,6 +77,16 @@ PART_SCHEMA = pa.schema(
         *AGGREGATED_SCHEMA,
     ]
 )
+
+
+def as_part(table: pa.Table) -> pa.Table:
+    """A stored part's rows as PART_SCHEMA; columns added since it was written are null."""
+    for column in PART_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, column.type))
+    return table.select(PART_SCHEMA.names).cast(PART_SCHEMA)
+
+
 PART_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "use_dictionary": ["customer_id", "content_hash", "app_id"],
@@ -74,7 +96,15 @@ PART_OPTIONS: dict[str, object] = {
     # compacted bucket.
     "row_group_size": 1 << 16,
     "column_encoding": dict.fromkeys(
-        ["hour", "seconds", "sessions", "pickups", "notifications"], "DELTA_BINARY_PACKED"
+        [
+            "hour",
+            "seconds",
+            "sessions",
+            "pickups",
+            "notifications",
+            *(f"session_spans.list.element.{name}" for name in SESSION_SPAN.names),
+        ],
+        "DELTA_BINARY_PACKED",
     ),
 }
 _INT16_MAX = 32_767
@@ -169,9 +199,11 @@ def aggregate(upload: Upload) -> pa.Table:
     """Seconds, sessions, pickups and notifications per (hour since midnight, app).
 
     A session's seconds split across the hours it spans; the part after midnight lands in
-    hours 24-47. Sessions, pickups and notifications count in the hour the session started.
+    hours 24-47. Sessions, pickups and notifications count in the hour the session started,
+    and the session itself is listed there (``session_spans``).
     """
     totals: dict[tuple[int, str], list[int]] = {}
+    spans: dict[tuple[int, str], list[dict[str, int]]] = {}
     for session in upload.sessions:
         start, end = session.start_offset, session.end_offset
         bucket = start // 3600
@@ -179,6 +211,14 @@ def aggregate(upload: Upload) -> pa.Table:
         first[1] += 1
         first[2] += session.pickups
         first[3] += session.notifications
+        spans.setdefault((bucket, session.app_id), []).append(
+            {
+                "start": start,
+                "end": end,
+                "pickups": session.pickups,
+                "notifications": session.notifications,
+            }
+        )
         while start < end:
             bucket = start // 3600
             stop = min(end, (bucket + 1) * 3600)
@@ -197,6 +237,7 @@ def aggregate(upload: Upload) -> pa.Table:
         pa.array(counts[1], pa.int16()),
         pa.array(counts[2], pa.int16()),
         pa.array(counts[3], pa.int16()),
+        pa.array([spans.get(key, []) for key in keys], pa.list_(SESSION_SPAN)),
     ]
     return pa.Table.from_arrays(columns, schema=AGGREGATED_SCHEMA)
 

@@ -169,8 +169,12 @@ def test_lifecycle_rules_tier_processed_data_and_raw_events_in_order() -> None:
 
 def test_every_rewritten_or_versioned_prefix_expires_its_replaced_versions() -> None:
     plain = {r["Filter"]["Prefix"]: r for r in lifecycle_rules() if "And" not in r["Filter"]}
-    for prefix in ("processed/", "raw/events/", "raw/screen_time/", "rollups/", "dimensions/"):
+    for prefix in ("processed/", "raw/events/", "rollups/", "dimensions/"):
         assert plain[prefix]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30, prefix
+    # Raw uploads go a week after they came, expired versions included.
+    raw = plain["raw/screen_time/"]
+    assert raw["Expiration"]["Days"] == 7
+    assert raw["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
 
 
 def test_lifecycle_comparison_sees_the_size_filter() -> None:

@@ -339,6 +339,9 @@ class StoreContract:
         only = lake.read_where(key, "customer_id", ["c01500"], columns=["minutes"])
         assert only is not None and only.column_names == ["minutes"]
         assert only.column("minutes").to_pylist() == [4500, 4501, 4502]
+        # A column added to the layout after the file was written is left out, not an error.
+        newer = lake.read_where(key, "customer_id", ["c01500"], columns=["minutes", "added"])
+        assert newer is not None and newer.column_names == ["minutes"]
         assert lake.read_where("processed/screen_time/none.parquet", "customer_id", ["c1"]) is None
 
     # ------------------------------------------------------------------ cache

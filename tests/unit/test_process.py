@@ -144,9 +144,9 @@ def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
     table = read(local_stores, object_key)
     assert table.schema.names == [
         "customer_id", "content_hash", "uploaded_at",
-        "hour", "app_id", "seconds", "sessions", "pickups", "notifications",
+        "hour", "app_id", "seconds", "sessions", "pickups", "notifications", "session_spans",
     ]  # fmt: skip
-    assert [str(t) for t in table.schema.types] == [
+    assert [str(t) for t in table.schema.types][:9] == [
         "string", "string", "double", "int8", "string", "int32", "int16", "int16", "int16",
     ]  # fmt: skip
     assert set(table.column("customer_id").to_pylist()) == {"c0000042"}
@@ -160,6 +160,27 @@ def test_processed_upload_has_the_agreed_columns_rows_index_and_versions(
         (10, "com.google.android.youtube", 600, 0),
     ]
     assert [r["pickups"] for r in rows] == [1, 1, 0, 0]  # on the start hour only
+    # Each session once, on the row of its start hour and app: the sessions drill-down.
+    assert [r["session_spans"] for r in rows] == [
+        [
+            {
+                "start": 8 * 3600 + 30 * 60,
+                "end": 10 * 3600 + 10 * 60,
+                "pickups": 1,
+                "notifications": 2,
+            }
+        ],
+        [
+            {
+                "start": 8 * 3600 + 15 * 60 + 3,
+                "end": 8 * 3600 + 21 * 60 + 44,
+                "pickups": 1,
+                "notifications": 2,
+            }
+        ],
+        [],
+        [],
+    ]
     # Names and categories go to the app dimension once, not into every file.
     assert local_stores.records.get("app", "com.instagram.android")["name"] == "Android"
 
@@ -280,9 +301,10 @@ def test_size_on_generated_uploads_is_far_below_the_raw_json(tmp_path: Path) -> 
                 deliver(stores, f"raw/screen_time/{profile.customer_id}/{day}.json", raw)
     summary = process.drain(stores)
     assert summary.processed >= 6 and summary.quarantined == 0
-    # Measured ~2.7 KB and ~17x on this data; guard against a regression to plain settings.
-    assert summary.parquet_bytes / summary.processed < 4096
-    assert raw_total / summary.parquet_bytes > 10
+    # Measured ~4.9 KB and ~6.5x on this data (~2.1 KB of it the sessions, in parts of a
+    # few customers each); guard against a regression to plain settings.
+    assert summary.parquet_bytes / summary.processed < 5632
+    assert raw_total / summary.parquet_bytes > 5.5
 
 
 @settings(max_examples=40, deadline=None)
@@ -620,17 +642,55 @@ def test_process_upload_refuses_keys_outside_screen_time(local_stores: Stores) -
         process.process_upload(local_stores, "raw/events/x.json")
 
 
-def test_the_sessions_drill_down_shows_only_bytes_that_passed_validation(
+def test_the_sessions_drill_down_shows_the_processed_version_without_the_raw_upload(
     local_stores: Stores,
 ) -> None:
     from data_access.queries import CustomerSessionsQuery
 
-    put(local_stores, KEY, upload_bytes(SESSIONS))
+    query = CustomerSessionsQuery("c0000042", DAY)
+    midnight = [session("2026-11-01T23:50:00", "2026-11-02T00:20:00", pickups=3)]
+    put(local_stores, KEY, upload_bytes([*SESSIONS, *midnight]))
     process.process_upload(local_stores, KEY, now=NOW)
-    sessions = CustomerSessionsQuery("c0000042", DAY).load(local_stores)
-    assert sessions["app_name"].tolist() == ["Android", "Youtube"]
-    # A rejected re-upload leaves its bytes at the raw key; they are not shown as sessions.
+    shown = query.load(local_stores)
+    assert shown.to_dict("records") == [
+        {"start": "2026-11-01T08:15:03", "end": "2026-11-01T08:21:44", "app_name": "Android",
+         "category": "Social", "minutes": 6.7, "pickups": 1, "notifications": 2},
+        {"start": "2026-11-01T08:30:00", "end": "2026-11-01T10:10:00", "app_name": "Youtube",
+         "category": "Social", "minutes": 100.0, "pickups": 1, "notifications": 2},
+        {"start": "2026-11-01T23:50:00", "end": "2026-11-02T00:20:00", "app_name": "Android",
+         "category": "Social", "minutes": 30.0, "pickups": 3, "notifications": 2},
+    ]  # fmt: skip
+    # A rejected re-upload leaves its bytes at the raw key; the processed version stays.
     rejected = upload_bytes([session("2026-11-01T09:00:00", "2026-11-01T08:00:00")])
     put(local_stores, KEY, rejected)
     assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "quarantined"
-    assert CustomerSessionsQuery("c0000042", DAY).load(local_stores).empty
+    assert query.load(local_stores).equals(shown)
+    # Raw uploads expire after a week; the sessions are in the processed part.
+    local_stores.lake.delete(KEY)
+    assert query.load(local_stores).equals(shown)
+    # Compacted, they read the same.
+    assert rollup.rollup_screen_time(local_stores).compaction.dates == ["2026-11-01"]
+    assert query.load(local_stores).equals(shown)
+
+
+def test_sessions_of_a_part_written_before_spans_come_from_matching_raw_bytes(
+    local_stores: Stores,
+) -> None:
+    from data_access.queries import CustomerSessionsQuery
+
+    raw = upload_bytes(SESSIONS)
+    put(local_stores, KEY, raw)
+    process.process_upload(local_stores, KEY, now=NOW)
+    key = processed_key(raw)
+    old = read(local_stores, key).drop_columns(["session_spans"])
+    local_stores.lake.write_table(key, old)
+    query = CustomerSessionsQuery("c0000042", DAY)
+    starts = ["2026-11-01T08:15:03", "2026-11-01T08:30:00"]
+    assert query.load(local_stores)["start"].tolist() == starts
+    # Compaction keeps such a part's rows, its missing column as nulls.
+    assert rollup.rollup_screen_time(local_stores).compaction.dates == ["2026-11-01"]
+    assert query.load(local_stores)["start"].tolist() == starts
+    # Only bytes that passed validation: a rejected re-upload's bytes are not shown.
+    put(local_stores, KEY, upload_bytes([session("2026-11-01T09:00:00", "2026-11-01T08:00:00")]))
+    assert process.process_upload(local_stores, KEY, now=NOW + 60).status == "quarantined"
+    assert query.load(local_stores).empty

@@ -167,7 +167,7 @@ def test_orphaned_rows_are_reported(local_stores: Stores) -> None:
         table = process.PART_SCHEMA.empty_table().to_pydict()
         table.update(customer_id=[customer_id], content_hash=[row_hash], uploaded_at=[1.0])
         table.update(hour=[1], app_id=["x"], seconds=[1], sessions=[1], pickups=[0])
-        table.update(notifications=[0])
+        table.update(notifications=[0], session_spans=[[]])
         local_stores.lake.write_table(key, pa.table(table, schema=process.PART_SCHEMA))
         return key
 
