@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # A page has about a dozen panels; anything far beyond that is not a page's poll.
 MAX_PANELS = 64
 MAX_TEXT = 256
+# A fleet panel's version joins one version per date: 90 days of them pass 1.6 KB.
+MAX_VERSION_TEXT = 8192
 
 # (version shown, tab id, view state) -> whether the panel has something new to show.
 PanelCheck = Callable[[str | None, str, Any], bool]
@@ -94,7 +96,7 @@ def _parse(body: object) -> tuple[str, Any, dict[str, str | None]] | None:
     for name, version in panels.items():
         if len(name) > MAX_TEXT or not (version is None or isinstance(version, str)):
             return None
-        if version is not None and len(version) > MAX_TEXT:
+        if version is not None and len(version) > MAX_VERSION_TEXT:
             return None
     if state is not None and not isinstance(state, dict):
         return None

@@ -14,9 +14,10 @@ from auth.guard import PANEL_POLL_PATH
 from dashboard import create_app
 from dashboard.components.poll_api import PanelChecks
 from dashboard.components.url_state import parse_view_state
+from data_access import layout
 from data_access.alerts import VERSION_ALERTS, AlertsQuery
 from data_access.factory import build_stores
-from data_access.queries import DailyBusinessQuery
+from data_access.queries import DailyBusinessQuery, FleetDailyQuery
 from data_access.settings import DataSettings
 from pipeline.events import compact_events
 from pipeline.generate import customer_id, generate
@@ -171,3 +172,19 @@ def test_the_floor_holds_per_tab_and_panel(lake: DataSettings):
 def test_a_malformed_poll_is_refused(no_floor, body):
     _, client = no_floor
     assert client.post(PANEL_POLL_PATH, json=body).status_code == 400
+
+
+def test_a_90_day_fleet_view_polls_with_the_version_it_shows(no_floor, lake: DataSettings):
+    # A fleet panel's version joins one version per date: 90 rolled-up dates are ~1.6 KB.
+    server, client = no_floor
+    view = parse_view_state({"range": "90d"}, TODAY)
+    state = build_stores(lake).state
+    for day in range((view.end - view.start).days + 1):
+        date = (view.start + dt.timedelta(days=day)).isoformat()
+        state.put(layout.screen_time_date_version(date), "1796606825.778001")
+    shown = version_of(server, FleetDailyQuery(view.start, view.end))
+    assert len(shown) > 1000
+
+    answer = poll(client, {"fleet-activity": shown}, state=view.to_store())
+
+    assert answer.status_code == 204
