@@ -1,18 +1,21 @@
 """Simulated operators: what a browser tab on the dashboard sends, over plain HTTP.
 
-An operator opens a page (the HTML, Dash's layout, the pages router callback, then each
-panel's first answer), then at every refresh sends each panel's poll callback with the data
-version it holds, exactly as the Dash renderer does: an unchanged version answers 204, a new
-one 200 with the new content and version. Now and then it moves to another page.
+An operator opens a page (the HTML, Dash's layout, the pages router callback, then a first
+poll, whose answer names every panel, and each panel's callback), then at every refresh
+sends the page's one ``POST /poll`` with the versions its panels show: an unchanged tick
+answers 204; a 200 names the changed panels, whose Dash callbacks it then posts and whose
+new versions it keeps. Now and then it moves to another page.
 
-The request bodies come from ``devtools.operators``, the renderer emulator the bench uses
-too, built from the app's own ``/_dash-dependencies`` and the router's answer, so a panel
-added to a page is polled without changing this file.
+The request bodies come from ``devtools.operators`` (``PageTraffic``, ``Tab``), the browser
+emulator the bench uses too, learnt from the app's own ``/_dash-dependencies`` and the
+router's answer, so a panel added to a page is polled without changing this file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import random
 import threading
 import time
@@ -26,9 +29,9 @@ import requests
 from devtools.operators import (
     ROUTER_INPUT,
     UPDATE_PATH,
-    PageModel,
     PageSpec,
-    Panel,
+    PageTraffic,
+    Tab,
     page_content,
     render_body,
 )
@@ -41,7 +44,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 @dataclass(frozen=True)
 class Sample:
     at: float  # monotonic seconds when the request was sent
-    kind: str  # "page", "layout", "router", "first", "poll"
+    kind: str  # "page", "layout", "router", "first", "poll", "refresh"
     seconds: float
     status: int  # 0: no answer (connection refused or reset, timeout)
     attempts: int = 1
@@ -111,7 +114,7 @@ class Operator:
         )
         return None
 
-    def _open(self, path: str, search: str) -> tuple[PageModel, list[Panel]] | None:
+    def _open(self, path: str, search: str) -> Tab | None:
         spec = PageSpec(path + search, "ours", path, search)
         self._send("page", "GET", spec.url_path, headers={"Accept": "text/html"})
         self._send("layout", "GET", "/_dash-layout")
@@ -119,26 +122,31 @@ class Operator:
         routed = self._send("router", "POST", UPDATE_PATH, data=render, headers=JSON_HEADERS)
         if routed is None or routed.status_code != 200:
             return None
-        model = PageModel(
-            spec, self.site.dependencies, page_content(routed.status_code, routed.content), render
-        )
-        panels = model.new_panels()
-        for panel in panels:
-            self._poll(model, panel, 0, "first")
-        return model, panels
+        content = page_content(routed.status_code, routed.content)
+        traffic = PageTraffic.learned(spec.url_path, self.site.dependencies, content)
+        tab = traffic.new_tab(self.client_id)
+        # No version shown yet: the first poll names every panel, as a fresh page's does.
+        self._tick(tab, "first")
+        return tab
 
-    def _poll(self, model: PageModel, panel: Panel, tick: int, kind: str) -> None:
-        body = panel.body(tick, self.client_id, model.state, model.trigger_for(panel))
-        answer = self._send(kind, "POST", UPDATE_PATH, data=body, headers=JSON_HEADERS)
-        if answer is None or answer.status_code != 200:
-            return  # a 204: the panel keeps the version it shows
-        status = panel.status_message(answer.content)
-        if status:
-            last = self.samples[-1]
-            self.samples[-1] = Sample(
-                last.at, last.kind, last.seconds, last.status, last.attempts, status, True
+    def _tick(self, tab: Tab, kind: str) -> None:
+        poll = tab.poll()
+        answer = self._send(kind, "POST", poll.path, data=poll.body, headers=JSON_HEADERS)
+        if answer is None:
+            return
+        for panel, request in tab.answer_poll(answer.status_code, answer.content):
+            refreshed = self._send(
+                "refresh", request.method, request.path, data=request.body, headers=JSON_HEADERS
             )
-        panel.remember(answer.status_code, answer.content)
+            if refreshed is None:
+                continue
+            status = _status_message(panel, refreshed.content)
+            if status:
+                last = self.samples[-1]
+                self.samples[-1] = Sample(
+                    last.at, last.kind, last.seconds, last.status, last.attempts, status, True
+                )
+            tab.answer_refresh(panel, refreshed.status_code, refreshed.content)
 
     def run(self) -> None:
         # Start at a random page and phase, so operators do not poll in lock step.
@@ -151,13 +159,16 @@ class Operator:
             for _ in range(self.ticks_per_page):
                 if self.stop.wait(self.refresh_seconds):
                     return
-                if opened is None:
-                    continue
-                model, panels = opened
-                # The renderer sends the tick time in milliseconds as the tick's value.
-                tick = int(time.time() * 1000)
-                for panel in panels:
-                    self._poll(model, panel, tick, "poll")
+                if opened is not None:
+                    self._tick(opened, "poll")
+
+
+def _status_message(panel: str, body: bytes) -> str:
+    """The panel's status line in a callback's 200 answer: set when it reports a problem."""
+    key = json.dumps({"panel": panel, "type": "mc-status"}, separators=(",", ":"))
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        return str(json.loads(body)["response"][key]["children"] or "")
+    return ""
 
 
 @dataclass(frozen=True)

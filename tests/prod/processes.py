@@ -12,18 +12,15 @@ import json
 import os
 import re
 import shlex
-import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
-from devtools.servers import LOOPBACK, REPO_ROOT, die_with_parent, free_port
+# The loopback process and nginx launcher live in devtools, shared with the benchmarks.
+from devtools.loopback import LoopbackProcess, answers_http
+from devtools.loopback import nginx_proxy as nginx_proxy
+from devtools.servers import LOOPBACK, REPO_ROOT, free_port
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -125,100 +122,6 @@ def image_env() -> dict[str, str]:
 # ------------------------------------------------------------------------------ processes
 
 
-class LoopbackProcess:
-    """One server process in its own group, started from ``cwd``, logging to a file."""
-
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        *,
-        port: int,
-        cwd: Path,
-        env: Mapping[str, str],
-        log_path: Path,
-        ready: Callable[[], bool],
-        start_timeout_seconds: float = 60.0,
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.port = port
-        self.url = f"http://{LOOPBACK}:{port}"
-        self.cwd = cwd
-        self.env = dict(env)
-        self.log_path = log_path
-        self.ready = ready
-        self.start_timeout_seconds = start_timeout_seconds
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.launch()
-        self.wait_ready()
-
-    def launch(self) -> None:
-        """Start the process without waiting: several servers can boot at once."""
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),
-            )
-
-    def wait_ready(self) -> None:
-        assert self.process is not None, "launch() first"
-        deadline = time.monotonic() + self.start_timeout_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if self.ready():
-                return
-            time.sleep(0.2)
-        code = self.process.poll()
-        self.stop()
-        state = f"exited with {code}" if code is not None else "did not answer"
-        raise AssertionError(f"{self.name} {state}; log {self.log_path}:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        # SIGTERM first: gunicorn and nginx shut down gracefully on it.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def log_tail(self, max_chars: int = 6000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-max_chars:]
-        except OSError:
-            return ""
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text(errors="replace").splitlines()
-
-
-def _answers(url: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            return requests.get(url, timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    return check
-
-
 def isolated_home(root: Path) -> dict[str, str]:
     """HOME and XDG folders under ``root``: nothing a test starts writes to the real home."""
     home = root / "home"
@@ -257,75 +160,5 @@ def gunicorn_instance(
         cwd=REPO_ROOT,
         env=full_env,
         log_path=workdir / "gunicorn.log",
-        ready=_answers(f"http://{LOOPBACK}:{port}/healthz"),
-    )
-
-
-NGINX_CONFIG = """\
-worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/client_body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    # Bodies and answers stay in memory: the workers may run as another user than the test.
-    client_body_buffer_size 1m;
-    client_max_body_size 4m;
-    proxy_buffering off;
-    proxy_request_buffering off;
-    # Round robin, and a new upstream connection per request (nginx speaks HTTP/1.0 with
-    # Connection: close upstream by default), so consecutive requests alternate instances.
-    upstream dashboard {{
-{servers}
-    }}
-    server {{
-        listen {listen};
-        location / {{
-            proxy_pass http://dashboard;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 30s;
-            # Which instance answered: the test checks that both do.
-            add_header X-Upstream $upstream_addr always;
-        }}
-    }}
-}}
-"""
-
-
-def nginx_proxy(
-    workdir: Path, upstream_ports: list[int], port: int | None = None
-) -> LoopbackProcess:
-    nginx = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if Path(p).is_file()), None
-    )
-    if nginx is None:
-        raise AssertionError(
-            "nginx is missing: run `scripts/install-test-deps.sh` (as root; Debian package "
-            "nginx-light or nginx) for the two-instance test"
-        )
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    servers = "\n".join(f"        server {LOOPBACK}:{p} max_fails=0;" for p in upstream_ports)
-    config = workdir / "nginx.conf"
-    config.write_text(
-        NGINX_CONFIG.format(root=workdir, servers=servers, listen=f"{LOOPBACK}:{port}")
-    )
-    return LoopbackProcess(
-        "nginx",
-        # -e: the error log from the first moment, before the config names one.
-        [nginx, "-e", str(workdir / "error.log"), "-p", str(workdir), "-c", str(config)],
-        port=port,
-        cwd=workdir,
-        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin"), "HOME": str(workdir)},
-        log_path=workdir / "stdout.log",
-        ready=_answers(f"http://{LOOPBACK}:{port}/healthz"),
-        start_timeout_seconds=20.0,
+        ready=answers_http(f"http://{LOOPBACK}:{port}/healthz"),
     )
