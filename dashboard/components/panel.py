@@ -61,6 +61,15 @@ def render_badge(props: dict) -> Any:
     )
 
 
+def pending_badge() -> Any:
+    """The badge until a panel's first answer: it says so, and the header has its size."""
+    return html.Span(
+        [html.Span(className="mc-dot"), html.Span("loading")],
+        className="mc-badge mc-tier-pending",
+        title="Waiting for this panel's first answer",
+    )
+
+
 def render_status(message: str | None) -> Any:
     if not message:
         return None
@@ -149,10 +158,23 @@ def graph_body(panel: str, *, height: int = 320) -> Any:
     )
 
 
+def pending_tile() -> Any:
+    """A tile while its number loads: a tile's own lines (label, value, foot), so it has a
+    one-line tile's height, with shimmering bars for the value and the foot."""
+    return html.Div(
+        [
+            html.Div("\u00a0", className="mc-tile-label"),
+            html.Div("\u00a0", className="mc-tile-value mc-skeleton"),
+            html.Div(html.Span("\u00a0"), className="mc-tile-foot mc-skeleton"),
+        ],
+        className="mc-tile mc-tile-pending",
+    )
+
+
 def tiles_body(panel: str, *, count: int) -> Any:
+    # The same columns as render_tiles, so the loaded tiles take the placeholders' places.
     placeholders = [
-        dbc.Col(html.Div(className="mc-tile mc-skeleton"), xs=6, md=4, xl=12 // min(count, 6))
-        for _ in range(count)
+        dbc.Col(pending_tile(), xs=6, md=4, xl=12 // max(1, min(count, 6))) for _ in range(count)
     ]
     return dbc.Row(placeholders, id=part(panel, "content"), className="g-3")
 
@@ -213,7 +235,9 @@ def panel_card(
 ) -> Any:
     """A panel card. ``export_href`` adds a CSV link (a grid panel updates it as it filters)
     for users allowed to export; others are not offered a link the server would refuse."""
-    header_right: list[Any] = [html.Span(id=part(panel, "badge"), className="mc-badge-slot")]
+    header_right: list[Any] = [
+        html.Span(pending_badge(), id=part(panel, "badge"), className="mc-badge-slot")
+    ]
     if export_href is not None and may_export():
         # Inspect shows the CSV's rows with their query and provenance: offered alongside it,
         # to the same role, and kept on the same data version, filter and sort.

@@ -42,18 +42,35 @@ def _size(size: int) -> str:
     return f"{size:,} B"
 
 
+def _row(prefix: str, count: Any, size: Any) -> Any:
+    return html.Tr(
+        [
+            html.Td([html.Div(PREFIXES.get(prefix, prefix)), html.Code(prefix)]),
+            html.Td(count, className="text-end"),
+            html.Td(size, className="text-end"),
+        ]
+    )
+
+
 def summary_table(frame: pd.DataFrame) -> Any:
     """The lake summary (prefix, objects, bytes) as a table, one row per zone."""
     rows = [
-        html.Tr(
-            [
-                html.Td([html.Div(PREFIXES.get(prefix, prefix)), html.Code(prefix)]),
-                html.Td(f"{count:,}", className="text-end"),
-                html.Td(_size(size), className="text-end"),
-            ]
-        )
+        _row(prefix, f"{count:,}", _size(size))
         for prefix, count, size in frame.itertuples(index=False, name=None)
     ]
+    return _table(rows)
+
+
+def pending_table() -> Any:
+    """The table while the lake is listed: every zone's row, its numbers shimmering."""
+
+    def bar() -> Any:
+        return html.Span("\u00a0", className="mc-skeleton mc-skeleton-number")
+
+    return _table([_row(prefix, bar(), bar()) for prefix in PREFIXES])
+
+
+def _table(rows: list[Any]) -> Any:
     return dbc.Table(
         [
             html.Thead(
@@ -83,9 +100,7 @@ def layout(**_query: str) -> html.Div:
                 SUMMARY,
                 "Objects per zone",
                 # Replaced by the table on the panel's first answer.
-                html.Div(
-                    html.Div(className="mc-skeleton mc-table-skeleton"), id=part(SUMMARY, "content")
-                ),
+                html.Div(pending_table(), id=part(SUMMARY, "content")),
                 kind="tiles",
                 subtitle="Object count and size of each prefix; refreshes with the page",
             ),
