@@ -112,7 +112,9 @@ def create_app(env: Mapping[str, str] | None = None) -> Flask:
         memo_seconds=data_settings.memo_seconds,
         figure_items=dashboard_settings.figure_cache_items,
     )
-    data = DataService(stores, data_settings, memo=caches.memo)
+    data = DataService(
+        stores, data_settings, memo=caches.memo, claim=caches.claim, release=caches.release
+    )
     metrics = register_request_metrics(
         server, MetricsSettings.from_env(env), data_service=data, records=stores.records
     )

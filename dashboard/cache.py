@@ -172,6 +172,15 @@ class AppCaches:
         self.outage.answered()
         return bool(claimed)
 
+    def release(self, key: str) -> None:
+        """End a claim before its lifetime (the claimant is done); a failure only logs."""
+        if self.redis is None or self.outage is None or not self.outage.may_try():
+            return
+        try:
+            self.redis.delete(f"{KEY_PREFIX}claim:{key}")
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+
 
 def worker_caches(*, memo_seconds: int, figure_items: int) -> AppCaches:
     """Per-worker caches, built without an app (a panel runner alone, in tests)."""

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from data_access.queries import Query
 from data_access.settings import DataSettings
+from data_access.single_flight import Claim, Release, SingleFlight
 from data_access.stores import Stores, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,8 @@ class DataService:
         settings: DataSettings,
         *,
         memo: MemoCache | None = None,
+        claim: Claim | None = None,
+        release: Release | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.stores = stores
@@ -166,6 +169,8 @@ class DataService:
         self._versions = _LruMemo(4096, settings.version_memo_seconds, clock)
         # Last good answer per query, any version: what a panel shows while the lake is down.
         self._last_good = _LruMemo(1024, 7 * 24 * 3600, clock)
+        # ``claim``/``release``: a claim shared by every worker (Redis), so one of them reads.
+        self._flights: SingleFlight[Result] = SingleFlight(claim, release)
 
     # -- versions --------------------------------------------------------------------------
 
@@ -204,11 +209,30 @@ class DataService:
         # the cache tier is out of reach, and the panel must say it is degraded.
         problem = "cache table unreachable" if version == UNKNOWN_VERSION else None
         memo = self._memo_get(key)
-        if memo is not None:
-            self.counters.served("memory", query.kind)
-            provenance = replace(memo.provenance, tier="memory", problem=problem)
-            return replace(memo, provenance=provenance)
+        if memo is None and self.settings.memo_seconds > 0:
+            # Every operator on a view misses at once when its version moves: one reads.
+            result, shared = self._flights.run(
+                key,
+                lambda: self._memo_get(key),
+                lambda: self._read_through(query, key, version, problem),
+            )
+            if not shared:
+                return result
+            # Another's answer: stale stays stale; anything else this caller read nothing for.
+            tier: Tier = "stale" if result.provenance.tier == "stale" else "memory"
+            self.counters.served(tier, query.kind)
+            provenance = replace(
+                result.provenance, tier=tier, problem=result.provenance.problem or problem
+            )
+            return replace(result, provenance=provenance)
+        if memo is None:
+            return self._read_through(query, key, version, problem)
+        self.counters.served("memory", query.kind)
+        provenance = replace(memo.provenance, tier="memory", problem=problem)
+        return replace(memo, provenance=provenance)
 
+    def _read_through(self, query: Query, key: str, version: str, problem: str | None) -> Result:
+        """The answer from the cache table, else the lake, else the last good one (stale)."""
         payload = None
         if version != UNKNOWN_VERSION:
             try:

@@ -27,6 +27,7 @@ from dash import no_update
 from dashboard.cache import AppCaches, worker_caches
 from data_access.queries import Query
 from data_access.service import DataService, MemoCache, NoData, Provenance
+from data_access.single_flight import Claim, Release, SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +58,44 @@ class FigureCache:
     answered whatever its cache does.
     """
 
-    def __init__(self, store: MemoCache, timeout_seconds: int) -> None:
+    def __init__(
+        self,
+        store: MemoCache,
+        timeout_seconds: int,
+        *,
+        claim: Claim | None = None,
+        release: Release | None = None,
+    ) -> None:
         self._store = store
         self._timeout = timeout_seconds
         self._lock = threading.Lock()
+        # One build per key across threads, and across workers when they share the store.
+        self._flights: SingleFlight[Any] = SingleFlight(claim, release)
         self.hits = 0
         self.misses = 0
 
-    def get_or_build(self, key: str, build: Callable[[], Any]) -> Any:
+    def _get(self, key: str) -> Any:
         try:
-            value = self._store.get(key)
+            return self._store.get(key)
         except Exception as exc:  # e.g. an entry a different release wrote
             log.warning("figure cache read failed: %s", exc)
-            value = None
+            return None
+
+    def get_or_build(self, key: str, build: Callable[[], Any]) -> Any:
+        value = self._get(key)
+        shared = value is not None
+        if value is None:
+            value, shared = self._flights.run(
+                key, lambda: self._get(key), lambda: self._build(key, build)
+            )
         with self._lock:
-            if value is not None:
+            if shared:
                 self.hits += 1
-                return value
-            self.misses += 1
-        # Two racing builds of one key (even in two workers) produce equal values.
+            else:
+                self.misses += 1
+        return value
+
+    def _build(self, key: str, build: Callable[[], Any]) -> Any:
         value = build()
         try:
             self._store.set(key, value, timeout=self._timeout)
@@ -204,7 +224,9 @@ class PanelRunner:
             caches = worker_caches(
                 memo_seconds=data.settings.memo_seconds, figure_items=figure_cache_items
             )
-        self.figures = FigureCache(caches.figures, caches.figure_seconds)
+        self.figures = FigureCache(
+            caches.figures, caches.figure_seconds, claim=caches.claim, release=caches.release
+        )
         self.floor = PollFloor(
             floor_seconds, clock=floor_clock, claim=caches.claim if caches.shared else None
         )

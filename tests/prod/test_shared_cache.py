@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -20,10 +22,11 @@ from flask_caching.backends.simplecache import SimpleCache
 
 from dashboard import create_app
 from dashboard.app import Services
-from dashboard.cache import EXTENSION_KEY, AppCaches, FallbackCache
+from dashboard.cache import EXTENSION_KEY, AppCaches, FallbackCache, init_caches
 from dashboard.components.url_state import parse_view_state
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
+from data_access.single_flight import SingleFlight
 from devtools.servers import RedisServer
 from pipeline.generate import generate
 from pipeline.process import drain
@@ -226,3 +229,49 @@ def test_without_redis_each_instance_keeps_its_own_caches(lake):
     assert second.services.panels.figures.misses == 1
     # The floor is per instance: the same tab through the other instance is answered.
     assert second.poll(tab="desk", version="older").status_code == 200
+
+
+def test_a_miss_in_two_workers_at_once_is_one_read(empty_redis):
+    """Two workers' flights on one key: the one holding the claim reads, the other takes its
+    answer from Redis."""
+    caches = [
+        init_caches(Flask(f"worker{n}"), empty_redis.url, memo_seconds=10, figure_items=8)
+        for n in range(2)
+    ]
+    flights = [SingleFlight(c.claim, c.release) for c in caches]
+    gate, produced = threading.Event(), []
+
+    def produce(worker: int) -> str:
+        produced.append(worker)
+        assert gate.wait(60), "the test never opened the gate"
+        caches[worker].memo.set("answer", "read once", timeout=10)
+        return "read once"
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            flights[0].run, "k", lambda: caches[0].memo.get("answer"), lambda: produce(0)
+        )
+        assert wait_until(lambda: produced == [0], 30, 0.01)
+        looks: list[int] = []
+
+        def second_lookup() -> str | None:
+            looks.append(1)
+            return caches[1].memo.get("answer")
+
+        second = pool.submit(flights[1].run, "k", second_lookup, lambda: produce(1))
+        # The second worker finds the claim taken and watches Redis instead of reading.
+        assert wait_until(lambda: len(looks) >= 3, 30, 0.01)
+        gate.set()
+        assert first.result(60) == ("read once", False)
+        assert second.result(60) == ("read once", True)
+    assert produced == [0]
+    assert flights[1].shared_across_processes == 1
+    # The claim ends with its flight, not with its lifetime.
+    assert empty_redis.client().get("mc:claim:flight:k") is None
+
+
+def test_a_claimant_that_never_answers_delays_the_others_once(empty_redis):
+    caches = init_caches(Flask("worker"), empty_redis.url, memo_seconds=10, figure_items=8)
+    assert caches.claim("flight:k", 30) is True  # a worker that died holding it
+    flights: SingleFlight[str] = SingleFlight(caches.claim, caches.release, wait_seconds=0.2)
+    assert flights.run("k", lambda: None, lambda: "read here") == ("read here", False)
