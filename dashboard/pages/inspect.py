@@ -82,7 +82,10 @@ def _query_facts(data: ExportData) -> Any:
     view = data.view
     rows: list[tuple[str, Any]] = [
         ("Query", html.Code(type(data.query).__name__)),
-        *((name, html.Code(value)) for name, value in data.query.describe().items()),
+        *(
+            (name, html.Code(value) if value else "\u2014")
+            for name, value in data.query.describe().items()
+        ),
         ("Range", f"{view.range_token} ({view.start} \u2013 {view.end})"),
     ]
     for name in ("customer", "day", "week", "category"):
