@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import dash
 import dash_bootstrap_components as dbc
+import flask
 from dash import Input, Output, State, dcc, html
 
 from dashboard import health_figures as figures
@@ -67,6 +68,10 @@ STATUS_COLORS = {
     "down": "danger",
     "unconfigured": "secondary",
 }
+# Where the identity provider's tile goes when it is not probed: after app, cache and lake.
+IDENTITY_POSITION = 3
+# The server's status tiles (name, expected status), shown while the first round loads.
+STATUS_TILES_KEY = "mc_health_status_tiles"
 STATUS_LABELS = {"up": "Up", "degraded": "Degraded", "down": "Down", "unconfigured": "Not set up"}
 
 
@@ -112,10 +117,14 @@ def identity_target(services: Any) -> tuple[str | None, ProbeResult | None]:
 # ---- views ------------------------------------------------------------------------------------
 
 
+def _status_col(tile: Any) -> dbc.Col:
+    return dbc.Col(tile, xs=12, sm=6, lg=4, xxl=2)
+
+
 def status_tile(result: ProbeResult) -> dbc.Col:
     color = STATUS_COLORS[result.status]
     latency = "" if result.status == "unconfigured" else figures.format_latency(result.latency_ms)
-    return dbc.Col(
+    return _status_col(
         html.Div(
             [
                 html.Div(
@@ -133,17 +142,55 @@ def status_tile(result: ProbeResult) -> dbc.Col:
             ],
             className=f"mc-tile health-tile border-start border-4 border-{color}",
             **{"data-status": result.status, "data-probe": result.name},
-        ),
-        xs=12,
-        sm=6,
-        lg=4,
-        xxl=2,
+        )
     )
+
+
+def pending_status_view(tiles: list[tuple[str, str]]) -> list[Any]:
+    """The status tiles while the first probe round is answered: one per probe, named, in
+    the loaded tiles' places, their value and detail shimmering. ``tiles`` holds each
+    probe's name and the status it is expected to show (its tile's width is the word's)."""
+
+    def tile(name: str, status: str) -> Any:
+        if not status:  # the summary tile: its label stands alone, as in status_view
+            label: Any = html.Span(name, className="mc-tile-label")
+        else:
+            label = html.Div(
+                [
+                    html.Span(name, className="mc-tile-label"),
+                    # The status word's room, so the row is as tall as a loaded one.
+                    html.Span(
+                        STATUS_LABELS[status], className="badge health-status-badge invisible"
+                    ),
+                ],
+                className="d-flex justify-content-between align-items-start gap-2",
+            )
+        return html.Div(
+            [
+                label,
+                html.Div("\u00a0", className="mc-tile-value mc-skeleton"),
+                html.Div("\u00a0", className="mc-tile-note health-detail mc-skeleton"),
+            ],
+            className="mc-tile mc-tile-pending health-tile border-start border-4",
+        )
+
+    return [_status_col(tile(name, status)) for name, status in [("Overall", ""), *tiles]]
+
+
+def expected_status_tiles(
+    probes: ProbeRunner, identity_note: ProbeResult | None
+) -> list[tuple[str, str]]:
+    """Each status tile's name and expected status, in the order the panel shows them: a
+    probe is expected up; the identity provider's note, when it is not probed, is final."""
+    tiles = [(probe.name, "up") for probe in probes.probes]
+    if identity_note is not None:
+        tiles.insert(IDENTITY_POSITION, (identity_note.name, identity_note.status))
+    return tiles
 
 
 def status_view(results: list[ProbeResult]) -> list[Any]:
     overall = figures.worst_status([r.status for r in results])
-    summary = dbc.Col(
+    summary = _status_col(
         html.Div(
             [
                 html.Span("Overall", className="mc-tile-label"),
@@ -151,17 +198,13 @@ def status_view(results: list[ProbeResult]) -> list[Any]:
                 html.Div(
                     f"{sum(r.status == 'up' for r in results)} of "
                     f"{sum(r.status != 'unconfigured' for r in results)} checks up",
-                    className="mc-tile-note",
+                    className="mc-tile-note health-detail",
                 ),
             ],
             id="health-overall",
             className=f"mc-tile health-tile border-start border-4 border-{STATUS_COLORS[overall]}",
             **{"data-status": overall},
-        ),
-        xs=12,
-        sm=6,
-        lg=4,
-        xxl=2,
+        )
     )
     return [summary, *(status_tile(r) for r in results)]
 
@@ -204,7 +247,13 @@ def layout(**query: str) -> html.Div:
                     panel_card(
                         STATUS,
                         "Status",
-                        tiles_body(STATUS, count=6),
+                        dbc.Row(
+                            pending_status_view(
+                                flask.current_app.extensions.get(STATUS_TILES_KEY, [])
+                            ),
+                            id=part(STATUS, "content"),
+                            className="g-3",
+                        ),
                         kind="tiles",
                         subtitle="Each dependency probed with a timeout; results kept a few "
                         "seconds",
@@ -277,7 +326,7 @@ def layout(**query: str) -> html.Div:
                         tiles_body(PIPELINE, count=4),
                         kind="tiles",
                         subtitle="Uploads processed and quarantined",
-                        class_name="mc-panel-flat",
+                        class_name="mc-panel-flat mc-tiles-two-line",
                     ),
                     lg=8,
                 ),
@@ -288,7 +337,7 @@ def layout(**query: str) -> html.Div:
                         tiles_body(PIPELINE_LIVE, count=2),
                         kind="tiles",
                         subtitle="Lag and cache hits, now",
-                        class_name="mc-panel-flat",
+                        class_name="mc-panel-flat mc-tiles-two-line",
                     ),
                     lg=4,
                 ),
@@ -378,6 +427,7 @@ def register(app: dash.Dash, services: Services) -> None:
         timeout_seconds=settings.probe_timeout_seconds,
     )
     host = HostReader()
+    app.server.extensions[STATUS_TILES_KEY] = expected_status_tiles(probes, identity_note)
 
     dash.register_page(
         "health", path=PATH, name="Health", title="System health", layout=layout, order=30
@@ -397,7 +447,7 @@ def register(app: dash.Dash, services: Services) -> None:
             return NOTHING_NEW
         shown_results = list(results)
         if identity_note is not None:
-            shown_results.insert(3, identity_note)
+            shown_results.insert(IDENTITY_POSITION, identity_note)
         now = time.time()
         badge = live_badge(probes.probed_at, now, "Probed")
         problems = [r.name for r in shown_results if r.status in ("down", "degraded")]
