@@ -444,14 +444,7 @@ def synthesize(
         if inserted != expected_rows:
             raise RuntimeError(f"SQL wrote {inserted} customer-days, numpy counts {expected_rows}")
         phase("index rows")
-        # Per customer, from its last and first customer-day (two index seeks each).
-        connection.execute(
-            "INSERT INTO state (name, value) SELECT 'version:customer:' || p.cid,"
-            " (SELECT printf('%.6f-%s', u.uploaded_at, substr(u.content_hash, 1, 12))"
-            "  FROM uploads AS u WHERE u.customer_id = p.cid ORDER BY u.date DESC LIMIT 1)"
-            " FROM people AS p"
-        )
-        phase("customer versions")
+        # Per customer, from its first customer-day (one index seek each).
         connection.execute(
             "INSERT INTO records (kind, key, doc)"
             ' SELECT ?, p.cid, \'{"first_date":"\' ||'
