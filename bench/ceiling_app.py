@@ -1,4 +1,4 @@
-"""The ceiling: a bare Flask endpoint answering a small JSON document.
+"""The ceiling: bare Flask endpoints, a small JSON document and a poll that is never news.
 
 Served by the same gunicorn command and configuration as the dashboard, so the gap between
 its throughput and a dashboard callback's is what Dash, the app and its data path cost.
@@ -6,7 +6,7 @@ its throughput and a dashboard callback's is what Dash, the app and its data pat
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 
 
 def create_ceiling_app() -> Flask:
@@ -19,5 +19,13 @@ def create_ceiling_app() -> Flask:
     @server.get("/json")
     def small_json():
         return jsonify(status="ok", value=42)
+
+    @server.post("/poll")
+    def unchanged_poll():
+        # The same poll body the dashboard's page sends, parsed and answered "nothing new".
+        request.get_json(silent=True)
+        answer = Response(status=204, headers={"Cache-Control": "no-store"})
+        del answer.headers["Content-Type"]
+        return answer
 
     return server

@@ -7,7 +7,9 @@ version, no ``no_update``. It reads the same rollup and per-customer files as th
 isolates what the real app's poll path saves: repeated reads and figure builds.
 
 Served by gunicorn as ``bench.naive_app:create_naive_app()``; the lake folder comes from
-``LAKE_ROOT`` when the factory runs.
+``LAKE_ROOT`` when the factory runs. ``create_naive_app(memo_seconds=5)`` is the competent
+version of the same app: every lake read goes through flask-caching's ``memoize`` (a
+per-worker ``SimpleCache``, ``timeout=5``), as the Dash documentation's caching example does.
 """
 
 from __future__ import annotations
@@ -138,11 +140,26 @@ def _screen_time_layout(search: str | None) -> html.Div:
     return html.Div(children)
 
 
-def create_naive_app(lake_root: str | None = None, lake: NaiveLake | None = None) -> Flask:
-    """The baseline app over ``lake`` (default: a ``NaiveLake`` at ``lake_root``/LAKE_ROOT)."""
+def _memoized(lake: NaiveLake, server: Flask, seconds: int) -> NaiveLake:
+    """The lake's reads through flask-caching's ``memoize`` for ``seconds``."""
+    from flask_caching import Cache
+
+    cache = Cache(server, config={"CACHE_TYPE": "SimpleCache", "CACHE_THRESHOLD": 2000})
+    for name in ("business", "fleet", "customer", "raw_upload"):
+        setattr(lake, name, cache.memoize(timeout=seconds)(getattr(lake, name)))
+    return lake
+
+
+def create_naive_app(
+    lake_root: str | None = None, lake: NaiveLake | None = None, memo_seconds: int = 0
+) -> Flask:
+    """The baseline app over ``lake`` (default: a ``NaiveLake`` at ``lake_root``/LAKE_ROOT);
+    with ``memo_seconds``, its reads are memoized that long."""
     if lake is None:
         lake = NaiveLake(Path(lake_root or os.environ.get("LAKE_ROOT", "var/lake")))
     server = Flask(__name__)
+    if memo_seconds:
+        lake = _memoized(lake, server, memo_seconds)
 
     @server.get("/healthz")
     def healthz():

@@ -1,366 +1,617 @@
-"""Operators per instance: simulated operators against gunicorn on loopback.
+"""Operators per instance: browser tabs at the real 5-second refresh, through nginx.
 
-An operator does what a browser tab does. It loads the page (the HTML, ``/_dash-layout``,
-``/_dash-dependencies``, the page-content callback, then every panel's first callback), and
-then, every refresh period, posts each panel's callback with the exact JSON the Dash renderer
-sends, holding the data version its panels show, so an unchanged poll answers 204. Every
-operator keeps its own keep-alive connection: gthread keep-alive connections can pile onto one
-worker, and many connections spread them as an ALB's many connections do.
+The method, in one run on one machine:
 
-The refresh period is shortened to ``period`` seconds so a few hundred connections stand for
-thousands of operators: operators at 5 s = simulated tabs x 5 / period (the same requests per
-second: operators x panels / refresh period). A level passes when its polls keep a p95 within
-the budget (100 ms), nothing fails, and no tab falls a whole period behind (the renderer's gate
-would drop that refresh). The ramp grows the tab count until a level fails. The naive app
-misses 100 ms with a single tab, so it is also ramped to a relaxed 1 s budget, and the
-comparison uses that: it flatters the baseline.
+- **What a tab sends.** Mission Control's pages are recorded in headless Chromium first
+  (``devtools.recording``): the Overview, the Screen time page with a customer drilled into,
+  and Health, each settled, then with its data moved. Each simulated tab replays what the
+  page sent (``devtools.operators``): one ``POST /poll`` per tick with its own tab id and
+  versions, and on a 200 the changed panels' Dash callbacks. The bare Flask ceiling
+  (``bench/ceiling_app.py``) gets the same poll and answers 204; the naive Dash app
+  (``bench/naive_app.py``), with and without flask-caching ``memoize(timeout=5)``, gets
+  what its page sends: every panel's callback at every tick.
+- **How.** Every tab ticks every 5 s (the dashboard's default refresh) at a random phase,
+  over its own keep-alive connection to nginx, as a browser holds one; nginx pools its
+  connections to gunicorn (``keepalive`` upstream), as an ALB pools its connections to
+  targets. gunicorn runs the production configuration (2 workers x 4 threads on this
+  machine). The tabs run in two client processes on the same 2 cores as the server; their
+  CPU time is reported beside every level.
+- **Data moves as in production** meanwhile (``bench.production_data``, its own process):
+  shop events every second, host metrics every 10 s, metrics compaction every minute,
+  compaction and rollups every 5 minutes.
+- **Ramp.** Levels of tabs in steps, each measured over a window of at least 30 s after the
+  new tabs have settled into their phase. A level passes when the p95 of every request is
+  within 100 ms, nothing fails and no tab skips a tick; the figure is the largest passing
+  level, in operators (one operator, one tab).
 
-The same run measures closed-loop throughput (each connection sends its next request as soon
-as the last is answered) for an unchanged poll, a changed poll, the naive app's poll and a
-bare Flask JSON endpoint, the ceiling, in interleaved rounds, with the workers' CPU time per
-request beside it. The load generator is plain asyncio on the same two cores as the server:
-its own cost is in every figure alike, so compare ratios, not absolutes.
+``--full`` adds finer steps, gunicorn's thread count measured at two levels (the setting
+that chose the default), and a 10-minute memory soak at 5,000 Overview operators.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import os
-import statistics
+import signal
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench.http_client import Connection
-from bench.ramp import Level, Ramp, learn_page, ramp_operators
+import requests
+
+from bench.operator_client import ClientPool, WindowStats, Workload
+from bench.production_data import move_everything, stores_of
 from bench.report import Report
-from bench.serving import (
-    Served,
-    ServingLake,
-    dashboard_env,
-    pages,
-    serve,
-    serving_lake,
-    touch_customer,
+from bench.serving import Served, ServingLake, dashboard_env, serve, serving_lake
+from devtools.loopback import LoopbackProcess, nginx_proxy
+from devtools.operators import (
+    UPDATE_PATH,
+    PageModel,
+    PageSpec,
+    PageTraffic,
+    page_content,
+    render_body,
 )
-from bench.throughput import Throughput, closed_loop, first_answer, held_version, poll_requests
-from data_access import layout
-from data_access.factory import build_stores
-from data_access.settings import DataSettings
-from devtools.operators import PageSpec
+from devtools.recording import PageRecording, record_page
+from devtools.servers import REPO_ROOT
 
-P95_BUDGET_S = 0.100
-
-# ---- the section -------------------------------------------------------------------------------
+PERIOD_S = 5.0
+BUDGET_MS = 100.0
+GOALS = {"overview": 5000, "customer": 3000, "health": 3000}
+# The drilled-into customer of the serving lake (bench.serving.serving_lake: customer 3).
+CUSTOMER_NUMBER = 3
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    # Simulated refresh periods: ours polls fast (many tabs per connection-second); the naive
-    # app is so slow per poll that a longer period keeps its operator counts fine-grained.
-    period: float = 0.5
-    naive_period: float = 1.0
-    window_s: float = 2.0
-    max_levels: int = 7
-    factor: float = 1.35
-    throughput_s: float = 1.5
-    rounds: int = 2
-    connections: int = 32
-    budget_ms: float = P95_BUDGET_S * 1000
-    # The naive app misses 100 ms even with one operator: it is also ramped to this budget.
-    relaxed_budget_ms: float = 1000.0
-    # Data versions move during the ramps, as uploads and rollups move them, so some polls
-    # fetch and build; the share of polls that did is printed with every operator figure.
-    change_every_s: float = 2.0
+    levels: dict[str, tuple[int, ...]]
+    window_s: float = 30.0
+    # New tabs start at a random phase within a period: a period and a bit, and every tab
+    # has ticked at least once before a window opens.
+    settle_s: float = PERIOD_S + 2.0
+    processes: int = 2
+    soak_s: float = 0.0
+    soak_tabs: int = 5000
+    thread_counts: tuple[int, ...] = ()
+    thread_steps: int = 1  # levels above the Overview's best that the thread counts run
 
     @classmethod
     def for_mode(cls, full: bool) -> OperatorSettings:
         if full:
             return cls(
-                window_s=6.0,
-                max_levels=14,
-                factor=1.25,
-                throughput_s=5.0,
-                rounds=3,
-                change_every_s=6.0,
+                levels={
+                    "overview": tuple(range(1000, 8001, 500)),
+                    "customer": tuple(range(500, 6001, 500)),
+                    "health": tuple(range(500, 6001, 500)),
+                    "ceiling": tuple(range(1000, 9001, 1000)),
+                    "naive": (2, 5, 10, 20, 40, 80, 160),
+                    "naive memo": (2, 5, 10, 20, 40, 80, 160, 320),
+                },
+                soak_s=600.0,
+                thread_counts=(4, 8),
             )
-        return cls()
+        # Quick: coarse steps around the expected levels; a ramp stops at its first failure.
+        # gunicorn's threads are compared at the Overview's best level only.
+        return cls(
+            levels={
+                "overview": (500, 1000, 1500, 2000, 3000, 4000, 5000),
+                "customer": (500, 1000, 1500, 2000, 3000),
+                "health": (100, 250, 500, 1000, 2000),
+                "ceiling": (1000, 2000, 4000, 6000),
+                "naive": (1, 5, 25),
+                "naive memo": (1, 5, 25, 100),
+            },
+            thread_counts=(4, 8),
+            thread_steps=0,
+        )
 
-    def window_for(self, period: float) -> float:
-        return max(self.window_s, 2.5 * period)
+
+@dataclass
+class Level:
+    tabs: int
+    requests_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    skipped_ticks: int
+    ticks: int
+    changed_share: float  # polls answered 200 (ours), of all ticks
+    bytes_per_tick: float  # requests and answers on the wire, headers included
+    unchanged_tick_bytes: float  # a lone poll and its 204, on the wire
+    unchanged_answer_bytes: float  # the 204 alone, as nginx sends it
+    client_cpu_per_s: float  # client processes' CPU seconds per wall second
+    load_average: float
+    last_error: str = ""
+
+    def passes(self) -> bool:
+        return self.errors == 0 and self.skipped_ticks == 0 and self.p95_ms <= BUDGET_MS
 
 
-def _start_level(throughput_rps: float, panels: int, period: float) -> int:
-    """A first level well below the estimate from closed-loop throughput."""
-    estimate = throughput_rps * period / panels
-    return max(1, int(estimate * 0.5))
+@dataclass
+class Ramp:
+    key: str
+    label: str
+    app: str
+    levels: list[Level] = field(default_factory=list)
+    rss_start_mib: dict[int, float] = field(default_factory=dict)
+    rss_end_mib: dict[int, float] = field(default_factory=dict)
+
+    def best(self) -> Level | None:
+        passed = [level for level in self.levels if level.passes()]
+        return max(passed, key=lambda level: level.tabs) if passed else None
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _level(tabs: int, stats: WindowStats) -> Level:
+    ms = [value * 1000 for value in stats.latencies]
+    return Level(
+        tabs=tabs,
+        requests_per_s=stats.requests / stats.wall_s if stats.wall_s else 0.0,
+        p50_ms=_percentile(ms, 0.50),
+        p95_ms=_percentile(ms, 0.95),
+        p99_ms=_percentile(ms, 0.99),
+        errors=stats.errors,
+        skipped_ticks=stats.skipped_ticks,
+        ticks=stats.ticks,
+        changed_share=stats.changed_ticks / stats.ticks if stats.ticks else 0.0,
+        bytes_per_tick=stats.tick_bytes / stats.ticks if stats.ticks else 0.0,
+        unchanged_tick_bytes=(
+            stats.unchanged_tick_bytes / stats.unchanged_ticks if stats.unchanged_ticks else 0.0
+        ),
+        unchanged_answer_bytes=(
+            stats.unchanged_answer_bytes / stats.unchanged_ticks if stats.unchanged_ticks else 0.0
+        ),
+        client_cpu_per_s=stats.cpu_s / stats.wall_s if stats.wall_s else 0.0,
+        load_average=round(os.getloadavg()[0], 2),
+        last_error=stats.last_error,
+    )
+
+
+# ---- servers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _behind_nginx(served: Served, folder: Path, max_tabs: int) -> Iterator[LoopbackProcess]:
+    proxy = nginx_proxy(
+        folder / f"nginx-{served.name}",
+        [served.port],
+        upstream_pool=64,
+        connections=max_tabs + 512,
+        access_log=False,
+    )
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@contextlib.contextmanager
+def _production_data(lake: ServingLake, folder: Path) -> Iterator[None]:
+    """``bench.production_data`` in its own process group, stopped on the way out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "production-data.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.production_data",
+                "--lake-root",
+                str(lake.lake_root),
+                "--state-db",
+                str(lake.state_db),
+            ],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _rss_mib(served: Served) -> dict[int, float]:
+    return {pid: round(rss / 2**20, 1) for pid, rss in served.worker_rss_bytes().items()}
+
+
+# ---- pages ------------------------------------------------------------------------------------
+
+
+def _page_paths(lake: ServingLake) -> dict[str, tuple[str, str]]:
+    customer = f"?customer={lake.customer}&day={lake.day.isoformat()}"
+    return {
+        "overview": ("Overview", "/"),
+        "customer": ("Screen time, customer drilled into", f"/screen-time{customer}"),
+        "health": ("Health", "/health"),
+    }
+
+
+def _learned(base_url: str, url_path: str, app: str = "ours") -> tuple[PageTraffic | None, Any]:
+    dependencies = requests.get(f"{base_url}/_dash-dependencies", timeout=30).json()
+    path, _, query = url_path.partition("?")
+    spec = PageSpec(url_path, app, path, f"?{query}" if query else "")
+    render = render_body(spec, dependencies)
+    routed = requests.post(
+        f"{base_url}{UPDATE_PATH}",
+        data=render,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    content = page_content(routed.status_code, routed.content)
+    if app == "naive":
+        return None, PageModel(spec, dependencies, content, render)
+    return PageTraffic.learned(url_path, dependencies, content), None
+
+
+def record_pages(
+    base_url: str, lake: ServingLake, folder: Path
+) -> tuple[dict[str, PageTraffic], dict[str, PageRecording]]:
+    """Each page recorded in Chromium; a panel whose data did not move while recording
+    takes its callback as learnt from the dependencies (the same body: see
+    ``tests/browser/test_operator_replay.py``)."""
+    stores = stores_of(lake.lake_root, lake.state_db)
+    traffic: dict[str, PageTraffic] = {}
+    recordings: dict[str, PageRecording] = {}
+    for key, (_, url_path) in _page_paths(lake).items():
+        recording = record_page(
+            base_url,
+            url_path,
+            change=lambda: move_everything(stores, CUSTOMER_NUMBER, lake.end_date),
+        )
+        (folder / f"recording-{key}.json").write_text(recording.as_json())
+        learned, _ = _learned(base_url, url_path)
+        traffic[key] = PageTraffic.from_recording(recording, learned)
+        recordings[key] = recording
+    return traffic, recordings
+
+
+# ---- ramps ------------------------------------------------------------------------------------
+
+
+def ramp(
+    key: str,
+    label: str,
+    app: str,
+    workload: Workload,
+    levels: tuple[int, ...],
+    settings: OperatorSettings,
+) -> Ramp:
+    """Grow the tabs level by level until one fails (or the levels run out)."""
+    result = Ramp(key, label, app)
+    pool = ClientPool(workload, settings.processes)
+    try:
+        for tabs in levels:
+            pool.resize(tabs)
+            time.sleep(settings.settle_s)
+            level = _level(tabs, pool.measure(settings.window_s))
+            result.levels.append(level)
+            print(
+                f"   {label}: {tabs} tabs, {level.requests_per_s:.0f} req/s, "
+                f"p50 {level.p50_ms:.1f} ms, p95 {level.p95_ms:.1f} ms, "
+                f"changed {level.changed_share:.1%}, {level.bytes_per_tick:.0f} B/tick, "
+                f"errors {level.errors}, skipped {level.skipped_ticks}, client CPU "
+                f"{level.client_cpu_per_s:.2f} s/s, load {level.load_average} -> "
+                f"{'ok' if level.passes() else 'over'}"
+                + (f" ({level.last_error})" if level.last_error else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            if not level.passes():
+                break
+    finally:
+        pool.close()
+    return result
+
+
+def _serve_ours(
+    lake: ServingLake, folder: Path, *, threads: int = 4
+) -> contextlib.AbstractContextManager[Served]:
+    return serve(
+        f"ours-{threads}t", "wsgi:server", folder, dashboard_env(lake, PERIOD_S), threads=threads
+    )
 
 
 def run_operators(report: Report, folder: Path, *, full: bool) -> None:
     settings = OperatorSettings.for_mode(full)
     lake = serving_lake(folder.parent, full=full)
-    specs = pages(lake)
-    with (
-        serve("ceiling", "bench.ceiling_app:create_ceiling_app()", folder, {}) as ceiling,
-        serve("naive", "bench.naive_app:create_naive_app()", folder, lake.env()) as naive,
-        serve("ours", "wsgi:server", folder, dashboard_env(lake, settings.period)) as ours,
-    ):
-        asyncio.run(_measure(report, settings, lake, specs, ceiling, naive, ours))
-        rss = ours.worker_rss_bytes()
-        per_worker = ours.requests_per_worker()
-    report.add(
-        "memory",
-        "RSS per worker after the operator run",
-        statistics.mean(rss.values()) / 2**20,
-        unit="MiB",
-        note="workers " + ", ".join(f"{v / 2**20:.0f}" for v in rss.values()) + " MiB",
-    )
-    if per_worker:
-        busiest = max(per_worker.values()) / sum(per_worker.values())
-        report.add(
-            "operators",
-            "share of requests on the busiest worker",
-            busiest * 100,
-            unit="%",
-            target="~50% with 2 workers",
-            note=f"{len(per_worker)} workers, {sum(per_worker.values()):,} requests "
-            "(one keep-alive connection per tab)",
-        )
-
-
-async def _move_versions(lake: ServingLake, every_s: float) -> None:
-    """Bump the rollups' and the drilled-into customer's data versions every ``every_s``."""
-    stores = build_stores(DataSettings(lake_root=lake.lake_root, state_db=lake.state_db))
-    names = (layout.VERSION_BUSINESS_ROLLUP, layout.VERSION_SCREEN_TIME_ROLLUP)
-    while True:
-        await asyncio.sleep(every_s)
-        stamp = f"{time.time():.6f}"
-        for name in names:
-            stores.state.put(name, stamp)
-        touch_customer(stores.index, lake.customer)
-
-
-async def _measure(
-    report: Report,
-    settings: OperatorSettings,
-    lake: ServingLake,
-    specs: dict[str, PageSpec],
-    ceiling: Served,
-    naive: Served,
-    ours: Served,
-) -> None:
-    overview = await learn_page(ours.port, specs["overview"])
-    naive_overview = await learn_page(naive.port, specs["naive overview"])
-    first = await first_answer(ours.port, overview, "overview-revenue")
-    held = held_version(overview, "overview-revenue", first)
-
-    def ceiling_request(connection: Connection, index: int, sequence: int) -> bytes:
-        return connection.get("/json")
-
-    variants = {
-        "ceiling": (ceiling, ceiling_request),
-        "unchanged poll": (ours, poll_requests(overview, "overview-revenue", held=held)),
-        "changed poll": (ours, poll_requests(overview, "overview-revenue", held="older")),
-        "naive poll": (naive, poll_requests(naive_overview, "naive-revenue", held=None)),
-    }
-    runs: dict[str, list[Throughput]] = {label: [] for label in variants}
-    for served, make in variants.values():  # warm every path once
-        await closed_loop(served, "warm-up", make, connections=4, seconds=0.5)
-    for _ in range(settings.rounds):  # interleaved, so a busy moment hits every variant
-        for label, (served, make) in variants.items():
-            runs[label].append(
-                await closed_loop(
-                    served,
-                    label,
-                    make,
-                    connections=settings.connections,
-                    seconds=settings.throughput_s,
+    folder.mkdir(parents=True, exist_ok=True)
+    started_load = round(os.getloadavg()[0], 2)
+    ramps: list[Ramp] = []
+    tuning: list[dict[str, Any]] = []
+    soak: dict[str, Any] = {}
+    max_tabs = max(max(levels) for levels in settings.levels.values())
+    with _production_data(lake, folder):
+        with (
+            _serve_ours(lake, folder) as ours,
+            _behind_nginx(ours, folder, max(max_tabs, settings.soak_tabs)) as proxy,
+        ):
+            traffic, _ = record_pages(proxy.url, lake, folder)
+            pages = _page_paths(lake)
+            for key in ("overview", "customer", "health"):
+                workload = Workload("ours", proxy.port, PERIOD_S, traffic=traffic[key])
+                rss_start = _rss_mib(ours)
+                done = ramp(
+                    key, pages[key][0], "Mission Control", workload, settings.levels[key], settings
+                )
+                done.rss_start_mib, done.rss_end_mib = rss_start, _rss_mib(ours)
+                ramps.append(done)
+            if settings.soak_s:
+                soak = _soak(ours, proxy, traffic["overview"], settings)
+        if settings.thread_counts:
+            tuning = _threads(lake, folder, settings, ramps[0])
+        overview_poll = traffic["overview"]
+        with (
+            serve("ceiling", "bench.ceiling_app:create_ceiling_app()", folder, {}) as ceiling,
+            _behind_nginx(ceiling, folder, max_tabs) as proxy,
+        ):
+            workload = Workload("ceiling", proxy.port, PERIOD_S, traffic=overview_poll)
+            ramps.append(
+                ramp(
+                    "ceiling",
+                    "bare Flask, the Overview's poll",
+                    "ceiling",
+                    workload,
+                    settings.levels["ceiling"],
+                    settings,
                 )
             )
-    unchanged_statuses = set().union(*(run.statuses for run in runs["unchanged poll"]))
-    changed_statuses = set().union(*(run.statuses for run in runs["changed poll"]))
-    if unchanged_statuses != {204} or changed_statuses != {200}:
-        raise RuntimeError(
-            f"polls answered {unchanged_statuses} (unchanged) and {changed_statuses} "
-            "(changed): the version check is not doing its job"
-        )
-    medians = {
-        label: (
-            statistics.median(run.rps for run in done),
-            statistics.median(run.server_cpu_ms for run in done),
-            done[-1],
-        )
-        for label, done in runs.items()
+        for key, factory in (
+            ("naive", "bench.naive_app:create_naive_app()"),
+            ("naive memo", "bench.naive_app:create_naive_app(memo_seconds=5)"),
+        ):
+            name = key.replace(" ", "-")
+            with (
+                serve(name, factory, folder, lake.env()) as naive,
+                _behind_nginx(naive, folder, max_tabs) as proxy,
+            ):
+                _, model = _learned(proxy.url, "/", app="naive")
+                workload = Workload("naive", proxy.port, PERIOD_S, naive=model)
+                rss_start = _rss_mib(naive)
+                done = ramp(key, f"{key}: Overview", key, workload, settings.levels[key], settings)
+                done.rss_start_mib, done.rss_end_mib = rss_start, _rss_mib(naive)
+                ramps.append(done)
+    _report(report, settings, ramps, tuning, soak, started_load)
+
+
+# ---- full mode: threads and soak ----------------------------------------------------------------
+
+
+def _threads(
+    lake: ServingLake, folder: Path, settings: OperatorSettings, overview: Ramp
+) -> list[dict[str, Any]]:
+    """The Overview at the best passing level and one step above, per thread count."""
+    best = overview.best()
+    base = best.tabs if best else settings.levels["overview"][0]
+    levels = tuple(base + 500 * n for n in range(settings.thread_steps + 1))
+    found = []
+    for threads in settings.thread_counts:
+        with (
+            _serve_ours(lake, folder / f"threads-{threads}", threads=threads) as ours,
+            _behind_nginx(ours, folder / f"threads-{threads}", levels[-1]) as proxy,
+        ):
+            learned, _ = _learned(proxy.url, "/")
+            assert learned is not None
+            workload = Workload("ours", proxy.port, PERIOD_S, traffic=learned)
+            pool = ClientPool(workload, settings.processes)
+            try:
+                for tabs in levels:
+                    pool.resize(tabs)
+                    time.sleep(settings.settle_s)
+                    level = _level(tabs, pool.measure(settings.window_s))
+                    found.append({"threads": threads, **dataclasses.asdict(level)})
+                    print(
+                        f"   threads {threads}: {tabs} tabs, p95 {level.p95_ms:.1f} ms, "
+                        f"{level.requests_per_s:.0f} req/s, errors {level.errors}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            finally:
+                pool.close()
+    return found
+
+
+def _soak(
+    ours: Served, proxy: LoopbackProcess, traffic: PageTraffic, settings: OperatorSettings
+) -> dict[str, Any]:
+    """``soak_tabs`` Overview tabs for ``soak_s``; worker RSS at the start and the end."""
+    workload = Workload("ours", proxy.port, PERIOD_S, traffic=traffic)
+    pool = ClientPool(workload, settings.processes)
+    try:
+        pool.resize(settings.soak_tabs)
+        time.sleep(settings.settle_s + 30.0)  # caches fill before the first sample
+        start = _rss_mib(ours)
+        level = _level(settings.soak_tabs, pool.measure(settings.soak_s))
+        end = _rss_mib(ours)
+    finally:
+        pool.close()
+    growth = {pid: (end[pid] - start[pid]) / start[pid] * 100 for pid in start if pid in end}
+    return {
+        "tabs": settings.soak_tabs,
+        "seconds": settings.soak_s,
+        "rss_start_mib": start,
+        "rss_end_mib": end,
+        "growth_percent": growth,
+        "level": dataclasses.asdict(level),
     }
-    top_rps, top_cpu, _ = medians["ceiling"]
-    report.add(
-        "operators",
-        "ceiling: bare Flask JSON",
-        top_rps,
-        unit="req/s",
-        note=f"closed loop, {settings.connections} connections; {top_cpu:.2f} ms server CPU "
-        f"per request; median of {settings.rounds} interleaved rounds",
-    )
-    for label, target in (
-        ("unchanged poll", ">= 50% of the ceiling"),
-        ("changed poll", ""),
-        ("naive poll", ""),
-    ):
-        rps, cpu, last = medians[label]
-        report.add(
-            "operators",
-            f"{label} throughput",
-            rps,
-            unit="req/s",
-            ratio=rps / top_rps,
-            ratio_to="ceiling",
-            target=target,
-            note=f"{last.mean_answer_bytes:,.0f} B answer",
-        )
-        report.add(
-            "operators",
-            f"{label}: server CPU per request",
-            cpu,
-            unit="ms",
-            ratio=top_cpu / cpu,
-            ratio_to="ceiling (its CPU / this CPU)",
-            target=target,
-        )
-    # What the workers' CPU alone allows, whatever else shares the machine during the run.
-    cores = os.cpu_count() or 1
-    cpu_bound_polls = cores / (medians["unchanged poll"][1] / 1000)
-    report.add(
-        "operators",
-        "unchanged polls per second the CPU allows",
-        cpu_bound_polls,
-        unit="/s",
-        note=f"{cores} cores / server CPU per unchanged poll: an upper bound at 100% CPU, "
-        f"no load generator; = {cpu_bound_polls * 5 / len(overview.panels):,.0f} overview "
-        "operators at 5 s",
-    )
-    unchanged, changed = medians["unchanged poll"][2], medians["changed poll"][2]
-    report.add(
-        "operators",
-        "bytes per unchanged poll",
-        unchanged.mean_answer_bytes,
-        unit="B",
-        ratio=changed.mean_answer_bytes / unchanged.mean_answer_bytes,
-        ratio_to="changed poll (x smaller)",
-        note=f"answer on the wire (204, headers only); request {unchanged.request_bytes:,} B",
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+
+def _method(settings: OperatorSettings, ramp_: Ramp) -> str:
+    steps = settings.levels[ramp_.key]
+    return (
+        f"tabs at {PERIOD_S:g} s through nginx, levels {', '.join(map(str, steps))} "
+        f"(stopped at the first failing one), {settings.window_s:g} s windows"
     )
 
-    estimates = {"ours": medians["unchanged poll"][0], "naive": medians["naive poll"][0]}
-    ramps: dict[str, Ramp] = {}
-    mover = asyncio.create_task(_move_versions(lake, settings.change_every_s))
-    try:
-        await _ramp_all(settings, specs, naive, ours, estimates, ramps)
-    finally:
-        mover.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await mover
-    for key in ("overview", "customer"):
-        _report_ramps(report, settings, ramps[key], ramps[f"naive {key}"])
+
+def _report(
+    report: Report,
+    settings: OperatorSettings,
+    ramps: list[Ramp],
+    tuning: list[dict[str, Any]],
+    soak: dict[str, Any],
+    started_load: float,
+) -> None:
+    ceiling = next((r for r in ramps if r.key == "ceiling"), None)
+    ceiling_best = ceiling.best() if ceiling else None
+    rows = [
+        (
+            "ramp",
+            "operators",
+            "req/s",
+            "p95 ms",
+            "B/tick",
+            "unchanged B",
+            "changed",
+            "client CPU s/s",
+            "next level",
+        )
+    ]
+    for ramp_ in ramps:
+        best = ramp_.best()
+        failed = next((lv for lv in ramp_.levels if not lv.passes()), None)
+        goal = GOALS.get(ramp_.key)
+        report.add(
+            "operators",
+            f"operators at {PERIOD_S:g} s, p95 < {BUDGET_MS:.0f} ms, no errors: {ramp_.label}",
+            best.tabs if best else 0,
+            ratio=(best.tabs / ceiling_best.tabs) if best and ceiling_best else None,
+            ratio_to="bare Flask ceiling" if ramp_.key != "ceiling" else "",
+            target=f">= {goal:,}" if goal else "",
+            note=(
+                f"{best.requests_per_s:.0f} req/s, p95 {best.p95_ms:.0f} ms, "
+                f"{best.bytes_per_tick:.0f} B per tick on the wire, "
+                f"{best.changed_share:.1%} of polls changed, client CPU "
+                f"{best.client_cpu_per_s:.2f} s/s; "
+                if best
+                else "no level passed; "
+            )
+            + (
+                f"next level {failed.tabs}: p95 {failed.p95_ms:.0f} ms, errors "
+                f"{failed.errors}, skipped ticks {failed.skipped_ticks}; "
+                if failed
+                else ""
+            )
+            + _method(settings, ramp_),
+        )
+        rows.append(
+            (
+                ramp_.label,
+                f"{best.tabs:,}" if best else "0",
+                f"{best.requests_per_s:.0f}" if best else "",
+                f"{best.p95_ms:.0f}" if best else "",
+                f"{best.bytes_per_tick:.0f}" if best else "",
+                f"{best.unchanged_tick_bytes:.0f}" if best and best.unchanged_tick_bytes else "",
+                f"{best.changed_share:.1%}" if best and ramp_.app == "Mission Control" else "",
+                f"{best.client_cpu_per_s:.2f}" if best else "",
+                f"{failed.tabs:,}: p95 {failed.p95_ms:.0f} ms, {failed.errors} err"
+                if failed
+                else "(levels ran out)",
+            )
+        )
+    unchanged = [
+        lv
+        for r in ramps
+        if r.app == "Mission Control"
+        for lv in r.levels
+        if lv.unchanged_tick_bytes
+    ]
+    if unchanged:
+        lightest = min(unchanged, key=lambda lv: lv.unchanged_tick_bytes)
+        report.add(
+            "operators",
+            "an unchanged tick on the wire: the 204 answer (status line and headers)",
+            lightest.unchanged_answer_bytes,
+            unit="B",
+            target="<= 300 B",
+            note=f"as nginx sends it; with the poll request, {lightest.unchanged_tick_bytes:.0f}"
+            " B a tick (the request carries the version of every panel)",
+        )
+    for entry in tuning:
+        report.add(
+            "operators",
+            f"gunicorn {entry['threads']} threads: Overview at {entry['tabs']:,} tabs",
+            entry["p95_ms"],
+            unit="ms p95",
+            note=f"{entry['requests_per_s']:.0f} req/s, errors {entry['errors']}, skipped "
+            f"ticks {entry['skipped_ticks']}",
+        )
+    if soak:
+        report.add(
+            "operators",
+            f"worker RSS growth over a {soak['seconds'] / 60:.0f}-minute soak at "
+            f"{soak['tabs']:,} Overview operators",
+            max(soak["growth_percent"].values()) if soak["growth_percent"] else None,
+            unit="%",
+            target="<= 5%",
+            note="per worker start -> end MiB: "
+            + ", ".join(
+                f"{soak['rss_start_mib'][pid]:.0f} -> {soak['rss_end_mib'].get(pid, 0):.0f}"
+                for pid in soak["rss_start_mib"]
+            ),
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    report.tables["operators"] = (
+        f"Operators at {PERIOD_S:g} s (p95 < {BUDGET_MS:.0f} ms, no errors, no skipped tick), "
+        f"through nginx; load average {started_load} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end:\n" + "\n".join(line.rstrip() for line in lines)
+    )
     report.details["operators"] = {
         "method": {
-            "period_s": {"ours": settings.period, "naive": settings.naive_period},
-            "scaled_to_refresh_s": 5.0,
-            "window_s": {
-                "ours": settings.window_for(settings.period),
-                "naive": settings.window_for(settings.naive_period),
-            },
-            "step_factor": settings.factor,
-            "data_moved_every_s": settings.change_every_s,
-            "budget_ms": {"strict": settings.budget_ms, "relaxed": settings.relaxed_budget_ms},
+            "period_s": PERIOD_S,
+            "window_s": settings.window_s,
+            "settle_s": settings.settle_s,
+            "budget_ms": BUDGET_MS,
+            "levels": {key: list(levels) for key, levels in settings.levels.items()},
+            "client_processes": settings.processes,
+            "connections": "one keep-alive connection per tab to nginx; nginx keeps up to 64 "
+            "idle keep-alive connections to gunicorn (upstream keepalive), as an ALB pools",
+            "gunicorn": "gunicorn.conf.py, 2 workers x 4 threads (gthread)",
+            "data": "bench.production_data: events every 1 s, host metrics every 10 s, "
+            "metrics compaction every 60 s, compaction and rollups every 300 s",
+            "traffic": "Mission Control: recorded in headless Chromium and replayed per tab; "
+            "naive apps: every panel's callback per tick; ceiling: the Overview's poll",
+            "load_average_start": started_load,
+            "load_average_end": round(os.getloadavg()[0], 2),
         },
-        "ramps": {
-            key: {
-                "period_s": ramp.period,
-                "panels": ramp.panels,
-                "levels": [
-                    {**asdict(level), "changed_share": round(level.changed_share, 4)}
-                    for level in ramp.levels
-                ],
+        "ramps": [
+            {
+                "key": r.key,
+                "label": r.label,
+                "app": r.app,
+                "best_tabs": r.best().tabs if r.best() else 0,
+                "rss_start_mib": r.rss_start_mib,
+                "rss_end_mib": r.rss_end_mib,
+                "levels": [dataclasses.asdict(level) for level in r.levels],
             }
-            for key, ramp in ramps.items()
-        },
+            for r in ramps
+        ],
+        "threads": tuning,
+        "soak": soak,
     }
-
-
-async def _ramp_all(
-    settings: OperatorSettings,
-    specs: dict[str, PageSpec],
-    naive: Served,
-    ours: Served,
-    estimates: dict[str, float],
-    ramps: dict[str, Ramp],
-) -> None:
-    for key in ("overview", "naive overview", "customer", "naive customer"):
-        spec = specs[key]
-        served = ours if spec.app == "ours" else naive
-        period = settings.period if spec.app == "ours" else settings.naive_period
-        budget = settings.budget_ms if spec.app == "ours" else settings.relaxed_budget_ms
-        model = await learn_page(served.port, spec)
-        ramps[key] = await ramp_operators(
-            served.port,
-            spec,
-            period=period,
-            start=_start_level(estimates[spec.app], len(model.panels), period),
-            factor=settings.factor,
-            window_s=settings.window_for(period),
-            max_levels=settings.max_levels,
-            budget_ms=budget,
-        )
-
-
-def _report_ramps(report: Report, settings: OperatorSettings, ours: Ramp, naive: Ramp) -> None:
-    strict, relaxed = settings.budget_ms, settings.relaxed_budget_ms
-    ours_count = ours.operators_at(5.0, strict)
-    naive_strict = naive.operators_at(5.0, strict)
-    naive_relaxed = naive.operators_at(5.0, relaxed)
-    best = ours.best(strict)
-    note = (
-        f"{ours.panels} panels; {best.operators} tabs at {ours.period:g} s, "
-        f"x{5.0 / ours.period:g} for 5 s: {best.achieved_rps:.0f} req/s, p95 "
-        f"{best.p95_ms:.0f} ms; {_method(settings, ours.period, best)}"
-        if best
-        else "no level passed"
-    )
-    report.add(
-        "operators",
-        f"operators at 5 s refresh, p95 < {strict:.0f} ms: {ours.page.label}",
-        ours_count,
-        ratio=ours_count / naive_relaxed if naive_relaxed else None,
-        ratio_to=f"naive app even at p95 < {relaxed:.0f} ms",
-        target=">= 10x the naive app",
-        note=note,
-    )
-    for budget, count in ((strict, naive_strict), (relaxed, naive_relaxed)):
-        level = naive.best(budget)
-        report.add(
-            "operators",
-            f"naive app operators at 5 s refresh, p95 < {budget:.0f} ms: {ours.page.label}",
-            count,
-            note=f"{level.operators} tabs at {naive.period:g} s, x{5.0 / naive.period:g} for 5 s: "
-            f"p95 {level.p95_ms:.0f} ms; {_method(settings, naive.period, level)}"
-            if level
-            else f"even 1 tab at {naive.period:g} s misses it: p95 "
-            f"{min(lv.p95_ms for lv in naive.levels):.0f} ms",
-        )
-    report.add(
-        "operators",
-        f"page load request p95: {ours.page.label}",
-        ours.load_p95_ms,
-        unit="ms",
-        note="each request of a tab's page load (HTML, layout, render, first answers) while "
-        "a ramp step's new tabs arrive at once",
-    )
-
-
-def _method(settings: OperatorSettings, period: float, level: Level) -> str:
-    """How a ramp figure was taken: its windows, steps and share of polls that changed."""
-    return (
-        f"{settings.window_for(period):g} s windows, steps x{settings.factor:g}, "
-        f"{level.changed_share:.0%} of {level.polls} polls changed "
-        f"(data moved every {settings.change_every_s:g} s)"
-    )

@@ -371,3 +371,40 @@ def test_the_table_ends_with_the_time_each_section_took():
     assert recorded["section_seconds"] == {"operators": 61.0}
     assert recorded["tables"] == {"scale": "scale: growth table"}
     assert recorded["details"] == {"scale": {"sizes": [10_000]}}
+
+
+def _tab_level(tabs: int, p95_ms: float, errors: int = 0, skipped: int = 0):
+    from bench.operators import Level as TabLevel
+
+    return TabLevel(
+        tabs=tabs,
+        requests_per_s=tabs / 5,
+        p50_ms=p95_ms / 2,
+        p95_ms=p95_ms,
+        p99_ms=p95_ms * 2,
+        errors=errors,
+        skipped_ticks=skipped,
+        ticks=tabs * 6,
+        changed_share=0.01,
+        bytes_per_tick=800.0,
+        unchanged_tick_bytes=790.0,
+        unchanged_answer_bytes=230.0,
+        client_cpu_per_s=0.2,
+        load_average=1.0,
+    )
+
+
+def test_an_operator_ramp_counts_the_largest_level_within_budget_without_errors_or_skips():
+    from bench.operators import Ramp as TabRamp
+
+    ramp = TabRamp("overview", "Overview", "Mission Control")
+    ramp.levels = [
+        _tab_level(2000, 40.0),
+        _tab_level(3000, 90.0),
+        _tab_level(4000, 60.0, errors=1),
+        _tab_level(5000, 70.0, skipped=2),
+        _tab_level(6000, 140.0),
+    ]
+    best = ramp.best()
+    assert best is not None and best.tabs == 3000
+    assert TabRamp("x", "x", "naive", [_tab_level(5, 150.0)]).best() is None
