@@ -106,6 +106,12 @@ def alert_rows(frame: pd.DataFrame, *, admin: bool) -> list[Any]:
     return rows
 
 
+def pending_rows() -> list[Any]:
+    """The table body until the first answer: one shimmering row, as tall as "No alerts."."""
+    bar = html.Span("\u00a0", className="mc-skeleton mc-skeleton-row")
+    return [html.Tr(html.Td(bar, colSpan=7))]
+
+
 def alerts_table(rows: list[Any]) -> Any:
     header = html.Thead(
         html.Tr(
@@ -115,7 +121,9 @@ def alerts_table(rows: list[Any]) -> Any:
             ]
         )
     )
-    return dbc.Table([header, html.Tbody(rows)], hover=True, responsive=True, className="mb-0")
+    return dbc.Table(
+        [header, html.Tbody(rows)], hover=True, responsive=True, className="mb-0 align-middle"
+    )
 
 
 # Alerts are listed in windows that move in whole minutes, so polls share a cache key.
@@ -145,7 +153,7 @@ def layout(**query: str) -> Any:
             panel_card(
                 PANEL,
                 f"Alerts \u00b7 open, or opened in the {WINDOW_PRESETS[window].lower()}",
-                html.Div(alerts_table([]), id=part(PANEL, "content")),
+                html.Div(alerts_table(pending_rows()), id=part(PANEL, "content")),
                 kind="tiles",
                 subtitle="Rules run every minute; an alert resolves itself when its cause clears",
             ),
