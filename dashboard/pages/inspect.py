@@ -42,6 +42,9 @@ PATH = "/inspect"
 PANEL_PARAM = "panel"
 ROWS_ID = "inspect-rows"
 
+# Times read as on the panels' grids (assets/mc-grid-formatters.js); the rows keep their values.
+TIME_FORMATTERS = {"ts": "utcTime", "start": "localTime", "end": "localTime"}
+
 # Where a panel's data was read, in the words of the README's read path.
 SOURCES = {
     "memory": "memo: this server's memory of an earlier read",
@@ -127,13 +130,17 @@ def _rows_grid(data: ExportData) -> Any:
             definition.update(type="rightAligned", filter="agNumberColumnFilter")
         if column.money:
             definition["valueFormatter"] = {"function": "d3.format('.2f')(params.value)"}
+        if str(field) in TIME_FORMATTERS:
+            function = TIME_FORMATTERS[str(field)]
+            definition["valueFormatter"] = {"function": f"{function}(params.value)"}
         columns.append(definition)
     return dag.AgGrid(
         id=ROWS_ID,
         columnDefs=columns,
         rowData=figures.grid_records(data.frame),
         defaultColDef={"sortable": True, "filter": True, "resizable": True, "minWidth": 110},
-        columnSize="responsiveSizeToFit",
+        # Each column as wide as its values: the rows are read whole, not squeezed to fit.
+        columnSize="autoSize",
         dashGridOptions={
             "pagination": True,
             "paginationPageSize": 50,
