@@ -167,6 +167,8 @@ class _CustomerDays:
     """A view of one customer's days, versioned by their index records: the record each
     upload writes anyway is the version, so an upload writes no version of its own."""
 
+    customer_id: str  # a field of each dataclass that mixes this in
+
     def _days(self) -> tuple[str, str]:
         raise NotImplementedError
 
@@ -175,12 +177,12 @@ class _CustomerDays:
 
     def version_key(self) -> str:
         first, last = self._days()
-        return f"customer\x1f{self.customer_id}\x1f{first}\x1f{last}"  # type: ignore[attr-defined]
+        return f"customer\x1f{self.customer_id}\x1f{first}\x1f{last}"
 
     def read_version(self, stores: Stores) -> str:
         first, last = self._days()
-        customer_id: str = self.customer_id  # type: ignore[attr-defined]
-        return customer_data_version(stores.index.customer_days(customer_id, first, last))
+        records = stores.index.customer_days(self.customer_id, first, last)
+        return customer_data_version(records)
 
 
 def customer_day_rows(stores: Stores, records: list[UploadRecord]) -> pd.DataFrame:
