@@ -18,6 +18,7 @@ import dash_ag_grid as dag
 from dash import dcc, html
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+from auth.guard import audit
 from dashboard import figures
 from dashboard.components.controls import today_utc
 from dashboard.components.panel import STATE_ID, may_export, render_badge
@@ -193,6 +194,7 @@ def register(app: dash.Dash, services: Services) -> None:
         title = f"Inspect \u00b7 {spec.title}" if spec else "Inspect"
         if not may_export():
             # The rows are what the CSV export holds: the same role sees them.
+            audit("refused", what="inspect", view=view_name[:60])
             return _page(
                 title,
                 view_name,
@@ -224,6 +226,8 @@ def register(app: dash.Dash, services: Services) -> None:
             return _page(
                 title, view_name, page_params, [_refusal(f"This link cannot be inspected: {exc}")]
             )
+        # Rows shown are traced as rows exported are.
+        audit("inspect", view=view_name, filters=args, rows=len(data.frame))
         now = time.time()
         csv = html.A(
             "CSV",

@@ -320,11 +320,31 @@ def test_every_inspect_link_on_a_page_shows_the_rows_of_its_csv(app_client):
         assert "inspect-query" in page and "inspect-provenance" in page
 
 
+def _audit_events(settings: DataSettings, event: str) -> list[dict]:
+    return [
+        entry
+        for _, entry in build_stores(settings).records.scan("audit")
+        if entry["event"] == event
+    ]
+
+
 def test_a_viewer_is_shown_no_rows_on_an_inspect_link(lake: DataSettings):
     viewer = create_app(_env(lake, DEV_ROLE="viewer")).test_client()
+    refused = len(_audit_events(lake, "refused"))
     page = json.dumps(_answer(_render(viewer, "/inspect", "?panel=products&range=7d")))
     assert "needs the operator role" in page
     assert "inspect-rows" not in page and "inspect-query" not in page
+    assert len(_audit_events(lake, "refused")) == refused + 1
+
+
+def test_inspecting_a_panel_is_audited_as_an_export_is(app_client, lake: DataSettings):
+    _, client = app_client
+    page = json.dumps(_answer(_render(client, "/inspect", "?panel=products&range=30d")))
+    assert "inspect-rows" in page
+    [entry] = [
+        e for e in _audit_events(lake, "inspect") if e["details"]["filters"] == {"range": "30d"}
+    ]
+    assert entry["details"]["view"] == "products" and entry["details"]["rows"] > 0
 
 
 # ---- URL state the pages share ------------------------------------------------------------
