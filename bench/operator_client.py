@@ -87,7 +87,7 @@ class _Tabs:
 
     def __init__(self, workload: Workload) -> None:
         self.workload = workload
-        self.running: list[asyncio.Task] = []
+        self.running: list[tuple[asyncio.Task, asyncio.Event]] = []
         self.stats: WindowStats | None = None  # set while a window is open
 
     def _ok(self, status: int) -> bool:
@@ -174,14 +174,18 @@ class _Tabs:
             connection.close()
 
     async def resize(self, count: int) -> None:
-        while len(self.running) > count:
-            task = self.running.pop()
+        leaving = self.running[count:]
+        del self.running[count:]
+        # Each tab stops at its next turn; cancelling as well ends a tab's pending request
+        # at once (stop first: a cancellation can be swallowed by ``wait_for`` in 3.11).
+        for task, stop in leaving:
+            stop.set()
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if leaving:
+            await asyncio.wait([task for task, _ in leaving], timeout=30)
         while len(self.running) < count:
             stop = asyncio.Event()
-            self.running.append(asyncio.create_task(self._run_tab(stop)))
+            self.running.append((asyncio.create_task(self._run_tab(stop)), stop))
 
     async def measure(self, seconds: float) -> WindowStats:
         process = psutil.Process()

@@ -188,7 +188,7 @@ def _behind_nginx(served: Served, folder: Path, max_tabs: int) -> Iterator[Loopb
         folder / f"nginx-{served.name}",
         [served.port],
         upstream_pool=64,
-        connections=max_tabs + 512,
+        connections=2 * max_tabs + 512,  # a tab, and an upstream connection per request in flight
         access_log=False,
     )
     proxy.start()
