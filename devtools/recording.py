@@ -106,16 +106,21 @@ def record_page(
     settled_ticks: int = 2,
     changed_ticks_max: int = 6,
     timeout_s: float = 90.0,
+    browser: Any | None = None,
 ) -> PageRecording:
     """Record ``url_path`` in headless Chromium: the load, ``settled_ticks`` ticks with the
     data standing still, then ``change()`` and the ticks until every panel of the page has
-    sent its Dash callback again (at most ``changed_ticks_max``)."""
+    sent its Dash callback again (at most ``changed_ticks_max``).
+
+    ``browser``: a Playwright browser already running in this thread (Playwright's sync API
+    runs one at a time); without it, one is launched for the recording."""
     if not CHROMIUM.is_file():
         raise RuntimeError(f"{CHROMIUM} is missing: run scripts/install-test-deps.sh (as root)")
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="mc-record-"))
     seen: list[tuple[Any, RecordedRequest]] = []
+    page: Any = None
 
     def on_request(request: Any) -> None:
         entry = _recorded(request)
@@ -136,52 +141,62 @@ def record_page(
         request = seen[index][0]
         return request.response() is not None
 
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    def record(browser: Any) -> None:
+        nonlocal page
+        page = browser.new_page(viewport=VIEWPORT)
+        try:
+            page.on("request", on_request)
+            page.goto(base_url.rstrip("/") + url_path)
+            page.wait_for_function(ALL_PAINTED, timeout=timeout_s * 1000)
+            # Settled: the first poll after every panel painted starts the ticks.
+            wait_until(lambda: len(polls()) >= 1, "poll")
+            wait_until(lambda: len(polls()) >= 1 + settled_ticks, "settled ticks")
+            change()
+            panels = set(
+                page.evaluate(
+                    "() => Array.from(document.querySelectorAll('.mc-panel'))"
+                    ".map(p => p.id.replace(/^panel-/, ''))"
+                )
             )
-            try:
-                page = browser.new_page(viewport=VIEWPORT)
-                page.on("request", on_request)
-                page.goto(base_url.rstrip("/") + url_path)
-                page.wait_for_function(ALL_PAINTED, timeout=timeout_s * 1000)
-                # Settled: the first poll after every panel painted starts the ticks.
-                wait_until(lambda: len(polls()) >= 1, "poll")
-                wait_until(lambda: len(polls()) >= 1 + settled_ticks, "settled ticks")
-                change()
-                panels = set(
-                    page.evaluate(
-                        "() => Array.from(document.querySelectorAll('.mc-panel'))"
-                        ".map(p => p.id.replace(/^panel-/, ''))"
-                    )
-                )
-                start = len(polls())
+            start = len(polls())
 
-                def refreshed() -> set[str]:
-                    first = polls()[start - 1] if start else 0
-                    return {
-                        _ticked_panel(entry.body)
-                        for _, entry in seen[first:]
-                        if entry.path == UPDATE_PATH
-                    } - {None}  # type: ignore[arg-type]
+            def refreshed() -> set[str]:
+                first = polls()[start - 1] if start else 0
+                return {
+                    _ticked_panel(entry.body)
+                    for _, entry in seen[first:]
+                    if entry.path == UPDATE_PATH
+                } - {None}  # type: ignore[arg-type]
 
-                deadline_ticks = start + changed_ticks_max
-                wait_until(
-                    lambda: refreshed() >= panels or len(polls()) > deadline_ticks,
-                    "refresh of every panel",
+            deadline_ticks = start + changed_ticks_max
+            wait_until(
+                lambda: refreshed() >= panels or len(polls()) > deadline_ticks,
+                "refresh of every panel",
+            )
+            # One more tick, so the last refreshes are answered and grouped.
+            count = len(polls())
+            wait_until(lambda: len(polls()) > count, "tick after the refreshes")
+            wait_until(lambda: all(answered(n) for n in range(len(seen) - 1)), "answers")
+            for request, entry in seen:
+                _answer(request, entry)
+        finally:
+            page.close()
+
+    try:
+        if browser is not None:
+            record(browser)
+        else:
+            with sync_playwright() as playwright:
+                launched = playwright.chromium.launch(
+                    executable_path=str(CHROMIUM),
+                    headless=True,
+                    args=CHROMIUM_ARGS,
+                    env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
                 )
-                # One more tick, so the last refreshes are answered and grouped.
-                count = len(polls())
-                wait_until(lambda: len(polls()) > count, "tick after the refreshes")
-                wait_until(lambda: all(answered(n) for n in range(len(seen) - 1)), "answers")
-                for request, entry in seen:
-                    _answer(request, entry)
-            finally:
-                browser.close()
+                try:
+                    record(launched)
+                finally:
+                    launched.close()
     finally:
         shutil.rmtree(home, ignore_errors=True)
     marks = polls()

@@ -42,7 +42,7 @@ def _changed_ticks(recording: PageRecording) -> list[list]:
 
 
 def test_a_replayed_tick_is_what_chromium_sent(
-    live_server: DashboardServer, sample_lake: SampleLake
+    browser, live_server: DashboardServer, sample_lake: SampleLake
 ):
     state = sample_lake.stores().state
 
@@ -51,7 +51,8 @@ def test_a_replayed_tick_is_what_chromium_sent(
         state.put(VERSION_BUSINESS_ROLLUP, stamp)
         state.put(VERSION_ALERTS, stamp)
 
-    recording = record_page(live_server.url, "/", change=change)
+    # In the session's browser: Playwright's sync API runs one at a time.
+    recording = record_page(live_server.url, "/", change=change, browser=browser)
     traffic = PageTraffic.from_recording(recording)
     learned = _learned(live_server, "/")
 
