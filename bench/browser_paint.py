@@ -1,7 +1,7 @@
 """Browser: time from navigation to every panel painted, in headless Chromium, warm cache.
 
 The dashboard runs under gunicorn as in production over the serving sample lake; Debian's
-Chromium is driven by Playwright with the flags of ``tests/plugins/browser.py``. Two kinds
+Chromium is driven by Playwright with the flags of ``devtools/chromium.py``. Two kinds
 of navigation:
 
 - in-app, as a click on the navigation bar does it (``dcc.Link``: push the URL, let the
@@ -16,32 +16,14 @@ has painted (no loading skeleton left).
 
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 from bench.report import Report
 from bench.serving import dashboard_env, serve, serving_lake
+from devtools.chromium import ALL_PAINTED, VIEWPORT, chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
 TARGET_MS = 1500
-# Every panel has answered once: no skeleton placeholder is left (as the browser tests wait).
-ALL_PAINTED = (
-    "() => document.querySelectorAll('.mc-skeleton').length === 0"
-    " && document.querySelectorAll('.mc-panel').length > 0"
-)
 # The same, on the page navigated to: none of the previous page's panels is left.
 NEW_PAGE_PAINTED = (
     "(old) => document.querySelectorAll('.mc-skeleton').length === 0"
@@ -70,47 +52,30 @@ def page_paths(customer: str, day: str) -> dict[str, str]:
 
 
 def browser(report: Report, folder: Path, *, full: bool) -> None:
-    if not CHROMIUM.is_file():
-        raise RuntimeError(f"{CHROMIUM} is missing: run scripts/install-test-deps.sh (as root)")
     from playwright.sync_api import sync_playwright
 
     loads = 5 if full else 2
     lake = serving_lake(folder.parent, full=full)
-    home = Path(tempfile.mkdtemp(prefix="mc-bench-chromium-"))
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-    }
     # The production refresh (5 s) so no poll lands inside a measured load.
     served_env = {**dashboard_env(lake, 5.0), "REFRESH_CHOICES_MS": "5000,10000"}
     full_loads: dict[str, list[float]] = {}
     in_app: dict[str, list[float]] = {}
-    try:
-        with (
-            serve("ours", "wsgi:server", folder, served_env) as ours,
-            sync_playwright() as playwright,
-        ):
-            chromium = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=env
-            )
-            try:
-                context = chromium.new_context(viewport=VIEWPORT, base_url=ours.url)
-                context.set_default_timeout(30_000)
-                tab = context.new_page()
-                paths = page_paths(lake.customer, lake.day.isoformat())
-                for label, path in paths.items():
-                    # The first load warms the server's and the browser's caches.
-                    full_loads[label] = [_load_ms(tab, path) for _ in range(loads + 1)][1:]
-                for _ in range(loads):
-                    for label, path in paths.items():
-                        in_app.setdefault(label, []).append(_navigate_ms(tab, path))
-                context.close()
-            finally:
-                chromium.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with (
+        serve("ours", "wsgi:server", folder, served_env) as ours,
+        sync_playwright() as playwright,
+        chromium(playwright) as browser,
+    ):
+        context = browser.new_context(viewport=VIEWPORT, base_url=ours.url)
+        context.set_default_timeout(30_000)
+        tab = context.new_page()
+        paths = page_paths(lake.customer, lake.day.isoformat())
+        for label, path in paths.items():
+            # The first load warms the server's and the browser's caches.
+            full_loads[label] = [_load_ms(tab, path) for _ in range(loads + 1)][1:]
+        for _ in range(loads):
+            for label, path in paths.items():
+                in_app.setdefault(label, []).append(_navigate_ms(tab, path))
+        context.close()
     _report(report, "in-app navigation", in_app, loads)
     _report(report, "full page load", full_loads, loads)
 

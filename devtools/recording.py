@@ -10,33 +10,16 @@ and the Dash callbacks the page then sends. ``devtools.operators.PageTraffic`` r
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
+from devtools.chromium import ALL_PAINTED, VIEWPORT, chromium
+
 POLL_PATH = "/poll"
 UPDATE_PATH = "/_dash-update-component"
-# Every panel has answered once: no loading skeleton is left (as the browser tests wait).
-ALL_PAINTED = (
-    "() => document.querySelectorAll('.mc-skeleton').length === 0"
-    " && document.querySelectorAll('.mc-panel').length > 0"
-)
 
 
 @dataclass
@@ -114,11 +97,8 @@ def record_page(
 
     ``browser``: a Playwright browser already running in this thread (Playwright's sync API
     runs one at a time); without it, one is launched for the recording."""
-    if not CHROMIUM.is_file():
-        raise RuntimeError(f"{CHROMIUM} is missing: run scripts/install-test-deps.sh (as root)")
     from playwright.sync_api import sync_playwright
 
-    home = Path(tempfile.mkdtemp(prefix="mc-record-"))
     seen: list[tuple[Any, RecordedRequest]] = []
     page: Any = None
 
@@ -182,23 +162,11 @@ def record_page(
         finally:
             page.close()
 
-    try:
-        if browser is not None:
-            record(browser)
-        else:
-            with sync_playwright() as playwright:
-                launched = playwright.chromium.launch(
-                    executable_path=str(CHROMIUM),
-                    headless=True,
-                    args=CHROMIUM_ARGS,
-                    env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-                )
-                try:
-                    record(launched)
-                finally:
-                    launched.close()
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    if browser is not None:
+        record(browser)
+    else:
+        with sync_playwright() as playwright, chromium(playwright) as launched:
+            record(launched)
     marks = polls()
     recording = PageRecording(url_path, [entry for _, entry in seen[: marks[0]]])
     for start, end in zip(marks, [*marks[1:], None], strict=True):

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from devtools.chromium import VIEWPORT, chromium
 from tests.plugins.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PAGES,
     SAMPLE_CUSTOMERS,
     SAMPLE_DAYS,
-    VIEWPORT,
     DashboardServer,
     SampleLake,
     build_sample_lake,
@@ -73,39 +70,31 @@ def take(out: Path, workdir: Path) -> None:
     # The revenue page with this week's orders listed under the chart.
     week = end - dt.timedelta(days=end.weekday())
     out.mkdir(parents=True, exist_ok=True)
-    home = workdir / "chromium"
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=env
-        )
-        try:
-            with _server(lake) as server:
-                for name, path in PAGES.items():
-                    url = server.url + path
-                    if name == "revenue":
-                        url += f"?week={week.isoformat()}"
-                    _shoot(browser, url, out / f"{name}.png", color_scheme="light")
-                _shoot(browser, server.url, out / "overview-dark.png", color_scheme="dark")
-                _shoot(
-                    browser,
-                    server.url,
-                    out / "overview-phone.png",
-                    viewport=PHONE,
-                    is_mobile=True,
-                    has_touch=True,
-                    color_scheme="light",
-                )
-            with _server(lake, role="viewer") as server:
-                # No CSV links, and the week's orders say they need the operator role.
-                _shoot(
-                    browser,
-                    f"{server.url}{PAGES['revenue']}?week={week.isoformat()}",
-                    out / "revenue-viewer.png",
-                    color_scheme="light",
-                )
-        finally:
-            browser.close()
+    with sync_playwright() as playwright, chromium(playwright) as browser:
+        with _server(lake) as server:
+            for name, path in PAGES.items():
+                url = server.url + path
+                if name == "revenue":
+                    url += f"?week={week.isoformat()}"
+                _shoot(browser, url, out / f"{name}.png", color_scheme="light")
+            _shoot(browser, server.url, out / "overview-dark.png", color_scheme="dark")
+            _shoot(
+                browser,
+                server.url,
+                out / "overview-phone.png",
+                viewport=PHONE,
+                is_mobile=True,
+                has_touch=True,
+                color_scheme="light",
+            )
+        with _server(lake, role="viewer") as server:
+            # No CSV links, and the week's orders say they need the operator role.
+            _shoot(
+                browser,
+                f"{server.url}{PAGES['revenue']}?week={week.isoformat()}",
+                out / "revenue-viewer.png",
+                color_scheme="light",
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

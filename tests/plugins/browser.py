@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import requests
 from data_access.factory import build_stores
 from data_access.settings import DataSettings
 from data_access.stores import Stores
+from devtools.chromium import CHROMIUM, VIEWPORT, chromium
 from devtools.servers import (
     LOOPBACK,
     REPO_ROOT,
@@ -32,18 +31,7 @@ from devtools.servers import (
     gunicorn_command,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
-VIEWPORT = {"width": 1400, "height": 1000}
 # Fast polls in tests: the refresh picker's fastest choice and the server's floor below it.
 REFRESH_MS = 1000
 WORKERS, THREADS = 2, 4
@@ -214,29 +202,12 @@ def browser() -> Iterator[object]:
         )
     from playwright.sync_api import sync_playwright
 
-    home = Path(tempfile.mkdtemp(prefix="mc-chromium-"))
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-    }
     playwright = sync_playwright().start()
     try:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            env=env,
-            downloads_path=str(home / "downloads"),
-        )
-        try:
+        with chromium(playwright, downloads=True) as launched:
             yield launched
-        finally:
-            launched.close()
     finally:
         playwright.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 class ConsoleLog:
