@@ -211,12 +211,6 @@ def scale(report: Report, folder: Path, *, full: bool) -> None:
     measure_scale(report, folder, full=full)
 
 
-def memory(report: Report, folder: Path, *, full: bool) -> None:
-    from bench.memory import memory as soak
-
-    soak(report, folder, full=full)
-
-
 # ---- cache: tiers and lake reads under the operators' poll pattern ---------------------------
 #
 # DataService counters live in each gunicorn worker. /metrics (dashboard.request_metrics) merges
@@ -579,7 +573,6 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "scale": scale,
     "figures": figures,
     "operators": operators,
-    "memory": memory,
     "cache": cache,
     "browser": browser,
     "aws": aws,

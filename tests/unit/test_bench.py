@@ -18,7 +18,6 @@ import pytest
 
 from bench import naive_app, scale
 from bench.http_client import _AnswerReader
-from bench.ramp import Level, Ramp
 from bench.report import Report
 from dashboard import create_app
 from data_access import layout
@@ -333,27 +332,6 @@ def test_the_scale_section_measures_each_size_and_checks_its_goals(tmp_path: Pat
     assert workers["w1_worker_mib"] > 10  # the pool process's RSS high-water, in MiB
     table = scale.growth_table(sizes(320.0, 70.0, objects=3.0), workers, failing)
     assert "1M/10k" in table and "3.20x" in table and table.count("FAIL") == 4
-
-
-def test_a_level_passes_only_within_budget_without_errors_or_dropped_ticks():
-    good = Level(10, 80.0, 80.0, 2.0, 40.0, errors=0, dropped_ticks=0, changed=0)
-    assert good.passes(100.0)
-    assert not good.passes(30.0)
-    assert not Level(10, 80.0, 80.0, 2.0, 40.0, errors=1, dropped_ticks=0, changed=0).passes(100)
-    assert not Level(10, 80.0, 70.0, 2.0, 40.0, errors=0, dropped_ticks=3, changed=0).passes(100)
-
-
-def test_operators_at_5_s_scale_the_best_passing_level_by_the_simulated_period():
-    levels = [
-        Level(20, 160.0, 160.0, 2.0, 30.0, errors=0, dropped_ticks=0, changed=0),
-        Level(28, 224.0, 224.0, 3.0, 90.0, errors=0, dropped_ticks=0, changed=0),
-        Level(39, 312.0, 250.0, 80.0, 400.0, errors=0, dropped_ticks=9, changed=0),
-    ]
-    ramp = Ramp(PageSpec("overview", "ours", "/"), 0.5, 4, levels, 10.0)
-
-    assert ramp.operators_at(5.0, 100.0) == 280
-    assert ramp.operators_at(5.0, 50.0) == 200
-    assert ramp.operators_at(5.0, 10.0) == 0
 
 
 def test_the_table_ends_with_the_time_each_section_took():
