@@ -51,9 +51,9 @@ from data_access.stores import (
     RecordStore,
     Stores,
     StoreUnavailable,
+    TablesFromBytes,
     UploadQueue,
     UploadRecord,
-    concat_tables,
     parquet_rows_where,
     parse_upload_notification,
 )
@@ -216,7 +216,7 @@ class _S3RangeFile:
         self.closed = True
 
 
-class S3Lake:
+class S3Lake(TablesFromBytes):
     """The lake in one S3 bucket.
 
     boto3 does objects, listing, deletes and presigning. ``read_table`` fetches each
@@ -356,16 +356,6 @@ class S3Lake:
         if len(keys) <= 1:
             return [self._read_one_table(key, columns) for key in keys]
         return list(self._executor().map(lambda key: self._read_one_table(key, columns), keys))
-
-    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
-        return concat_tables(self.read_tables(keys, columns))
-
-    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, **parquet_options)
-        data = sink.getvalue()
-        self.write_bytes(key, data)
-        return len(data)
 
     def get_range(self, key: str, byte_range: str) -> tuple[bytes, int]:
         """The bytes of an HTTP ``Range`` (``"bytes=-65536"``) and the object's whole size."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sqlite3
@@ -22,8 +21,8 @@ from data_access.stores import (
     ObjectMissing,
     QueueMessage,
     StoreUnavailable,
+    TablesFromBytes,
     UploadRecord,
-    concat_tables,
     parquet_rows_where,
 )
 
@@ -44,7 +43,7 @@ def _check_key(key: str) -> str:
     return key
 
 
-class LocalLake:
+class LocalLake(TablesFromBytes):
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
 
@@ -115,9 +114,6 @@ class LocalLake:
             tables.append(reader.read(columns=columns, use_threads=False))
         return tables
 
-    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
-        return concat_tables(self.read_tables(keys, columns))
-
     def read_where(
         self, key: str, column: str, values: list[str], columns: list[str] | None = None
     ) -> pa.Table | None:
@@ -128,13 +124,6 @@ class LocalLake:
             return None
         except OSError as exc:
             raise StoreUnavailable(f"lake read {key}: {exc}") from exc
-
-    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, **parquet_options)
-        data = sink.getvalue()
-        self.write_bytes(key, data)
-        return len(data)
 
 
 class _Sqlite:

@@ -6,11 +6,12 @@ DynamoDB). ``tests/contract`` runs the same test class against both.
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +32,28 @@ def concat_tables(tables: list[pa.Table | None]) -> pa.Table:
     if not found:
         return pa.table({})
     return pa.concat_tables(found, promote_options="permissive")
+
+
+class TablesFromBytes:
+    """The Lake methods both lakes derive from their own ``read_tables`` and ``write_bytes``."""
+
+    if TYPE_CHECKING:
+
+        def read_tables(
+            self, keys: list[str], columns: list[str] | None = None
+        ) -> list[pa.Table | None]: ...
+
+        def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    def read_table(self, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        return concat_tables(self.read_tables(keys, columns))
+
+    def write_table(self, key: str, table: pa.Table, **parquet_options: object) -> int:
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **parquet_options)
+        data = sink.getvalue()
+        self.write_bytes(key, data)
+        return len(data)
 
 
 def parquet_rows_where(
