@@ -119,6 +119,8 @@ def test_scheduler_command_stops_on_sigterm(local_settings, tmp_path):
         "ALERT_INTERVAL_SECONDS": "0.5",
         "COLLECT_INTERVAL_SECONDS": "0.2",
         "HOME": str(tmp_path),
+        # A scheduler that does not stop is aborted: every thread's stack, to say where.
+        "PYTHONFAULTHANDLER": "1",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "scheduler"],
@@ -132,7 +134,12 @@ def test_scheduler_command_stops_on_sigterm(local_settings, tmp_path):
         wait_until(lambda: (lake / "raw" / "metrics").exists() or process.poll() is not None)
         assert process.poll() is None, process.stdout.read().decode()
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0].decode()
+        try:
+            output = process.communicate(timeout=60)[0].decode()
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            stacks = process.communicate(timeout=30)[0].decode()
+            pytest.fail(f"the scheduler did not stop within 60 s of SIGTERM:\n{stacks[-8000:]}")
     finally:
         if process.poll() is None:
             process.kill()
