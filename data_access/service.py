@@ -209,27 +209,27 @@ class DataService:
         # the cache tier is out of reach, and the panel must say it is degraded.
         problem = "cache table unreachable" if version == UNKNOWN_VERSION else None
         memo = self._memo_get(key)
-        if memo is None and self.settings.memo_seconds > 0:
-            # Every operator on a view misses at once when its version moves: one reads.
-            result, shared = self._flights.run(
-                key,
-                lambda: self._memo_get(key),
-                lambda: self._read_through(query, key, version, problem),
-            )
-            if not shared:
-                return result
-            # Another's answer: stale stays stale; anything else this caller read nothing for.
-            tier: Tier = "stale" if result.provenance.tier == "stale" else "memory"
-            self.counters.served(tier, query.kind)
-            provenance = replace(
-                result.provenance, tier=tier, problem=result.provenance.problem or problem
-            )
-            return replace(result, provenance=provenance)
-        if memo is None:
+        if memo is not None:
+            return self._answered_again(query, memo, problem)
+        if self.settings.memo_seconds <= 0:
             return self._read_through(query, key, version, problem)
-        self.counters.served("memory", query.kind)
-        provenance = replace(memo.provenance, tier="memory", problem=problem)
-        return replace(memo, provenance=provenance)
+        # Every operator on a view misses at once when its version moves: one reads.
+        result, shared = self._flights.run(
+            key,
+            lambda: self._memo_get(key),
+            lambda: self._read_through(query, key, version, problem),
+        )
+        return self._answered_again(query, result, problem) if shared else result
+
+    def _answered_again(self, query: Query, result: Result, problem: str | None) -> Result:
+        """An answer this caller read nothing for (the memo's, or another caller's): from
+        memory, unless it was a stale one, which stays marked stale."""
+        tier: Tier = "stale" if result.provenance.tier == "stale" else "memory"
+        self.counters.served(tier, query.kind)
+        provenance = replace(
+            result.provenance, tier=tier, problem=result.provenance.problem or problem
+        )
+        return replace(result, provenance=provenance)
 
     def _read_through(self, query: Query, key: str, version: str, problem: str | None) -> Result:
         """The answer from the cache table, else the lake, else the last good one (stale)."""

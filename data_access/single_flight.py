@@ -50,8 +50,7 @@ class SingleFlight(Generic[T]):
         self._poll = poll_seconds
         self._guard = threading.Lock()
         self._flights: dict[str, _Flight[T]] = {}
-        # Callers that took another's answer: another thread's, another process's.
-        self.shared_in_process = 0
+        # Callers that took another process's answer from the shared cache.
         self.shared_across_processes = 0
 
     def followers(self, key: str) -> int:
@@ -72,7 +71,6 @@ class SingleFlight(Generic[T]):
                 flight = self._flights[key] = _Flight()
             else:
                 flight.followers += 1
-                self.shared_in_process += 1
         if not leader:
             value, _ = flight.future.result()
             return value, True
